@@ -1,0 +1,36 @@
+"""Logging: stdout plus a rotating file per process (LOG_FILE, LOG_MAX_BYTES, LOG_BACKUP_COUNT)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+from funspeech.settings import Settings
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+def setup_logging(settings: Settings, component: str) -> None:
+    """component names the process ("main", "bridge-1", "engine-cpu") in its log file name."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(settings.log_level.upper())
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(console)
+    if settings.log_file:
+        path = Path(settings.log_file)
+        if component != "main":
+            path = path.with_name(f"{path.stem}.{component}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path,
+            maxBytes=settings.log_max_bytes,
+            backupCount=settings.log_backup_count,
+            encoding="utf-8",
+        )
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+    for noisy in ("numba", "urllib3", "asyncio", "aiohttp.access", "faster_whisper", "modelscope"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
