@@ -3,6 +3,7 @@ processes, a real bridge on an ephemeral port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,10 +44,10 @@ def nats_server_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def running_nats(store: Path) -> Iterator[str]:
+    """A nats-server with JetStream on an ephemeral port; yields its URL."""
     port = free_port()
-    store = tmp_path_factory.mktemp("jetstream")
     proc = subprocess.Popen(
         [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
         stdout=subprocess.DEVNULL,
@@ -58,6 +59,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_nats(tmp_path_factory.mktemp("jetstream")) as url:
+        yield url
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[str]:
+    """A nats-server of this test's own, so its engines are the only ones on that bus."""
+    with running_nats(tmp_path / "jetstream") as url:
+        yield url
 
 
 class EngineProcess:
