@@ -142,7 +142,10 @@ class Bus:
         for session in list(self._sessions.values()):
             await session.abort()
         await self.directory.stop()
-        await self.nc.drain()
+        try:
+            await self.nc.drain()
+        except Exception:  # not connected: nothing to drain
+            await self.nc.close()
 
     async def open_asr(
         self,

@@ -267,18 +267,23 @@ class AsrEngine:
         finally:
             for task in background:
                 task.cancel()
-            await self.nc.publish(subjects.HEARTBEAT, encode(self.info(gone=True)))
-            for sub in subs:
-                await sub.unsubscribe()
-            await service.stop()
-            await self.nc.drain()
+            try:
+                await self.nc.publish(subjects.HEARTBEAT, encode(self.info(gone=True)))
+                for sub in subs:
+                    await sub.unsubscribe()
+                await service.stop()
+                await self.nc.drain()
+            except Exception as exc:  # the bus is gone already: nothing left to tell
+                log.warning("engine %s: bus unavailable at shutdown (%s)", self.id, exc)
+                await self.nc.close()
             self.backend.close()
             log.info("engine %s stopped", self.id)
 
     async def _drain(self) -> None:
         """Take no new sessions; give live ones drain_timeout to finish, then fail them."""
         self.draining = True
-        await self.nc.publish(subjects.HEARTBEAT, encode(self.info()))
+        with contextlib.suppress(Exception):
+            await self.nc.publish(subjects.HEARTBEAT, encode(self.info()))
         log.info("engine %s draining %d session(s)", self.id, len(self.sessions))
         deadline = time.monotonic() + self.drain_timeout
         while self.sessions and time.monotonic() < deadline:
@@ -286,7 +291,8 @@ class AsrEngine:
         for session in list(self.sessions.values()):
             session.fail(codes.SERVER_ERROR, "ASR engine is shutting down")
         await asyncio.sleep(0)
-        await self.nc.flush()
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
 
     async def _on_open(self, req: Request) -> None:
         reply = self._open(decode(AsrOpen, req.data))

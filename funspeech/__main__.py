@@ -49,7 +49,8 @@ class Children:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
     async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(*args)
+        # own session: a Ctrl-C reaches only us, and we stop the children in order
+        proc = await asyncio.create_subprocess_exec(*args, start_new_session=True)
         self.procs.append((name, proc))
         return proc
 

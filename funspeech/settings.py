@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     asr_model_mode: Literal["all", "offline", "realtime"] = "all"
     asr_max_sessions: int = Field(0, ge=0)  # per engine; 0 = the backend's own figure
     asr_light_model: str = "whisper-base"  # whisper-base | whisper-tiny.en
+    # light engine tuning (faster-whisper on the CPU); 0 = auto
+    asr_light_models: str = ""  # comma list to load; "" = the default + every installed one
+    asr_light_cpu_threads: int = Field(0, ge=0)  # threads per decode; 0 = min(cores, 4)
+    asr_light_decode_slots: int = Field(0, ge=0)  # decodes at once; 0 = max(2, cores // threads)
+    asr_light_beam_size: int = Field(1, ge=1)
+    asr_light_partial_interval: float = Field(1.0, gt=0)  # s of audio between partials, unloaded
+    asr_light_partial_max_queue: int = Field(2, ge=0)  # no partial while more decodes wait
+    asr_light_max_sentence_s: float = Field(25.0, ge=2, le=29)  # hard cut (Whisper: 30 s window)
     asr_enable_realtime_punc: bool = False
     auto_load_custom_asr_models: str = ""
     asr_enable_nearfield_filter: bool = True
@@ -60,6 +68,12 @@ class Settings(BaseSettings):
     vad_model: str = "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch"
     punc_model: str = "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
     punc_realtime_model: str = "iic/punc_ct-transformer_zh-cn-common-vad_realtime-vocab272727"
+    # FunASR engine tuning (engines/asr/funasr_backend.py)
+    funasr_stream_batching: bool = True  # batch streaming steps of concurrent sessions
+    funasr_max_batch: int = Field(32, ge=1)  # sessions per batched model call
+    funasr_ncpu: int = Field(0, ge=0)  # torch CPU threads; 0 = min(4, cores)
+    funasr_offline_batch_s: float = Field(300.0, gt=0)  # padded audio per offline decode call
+    funasr_oneshot_vad_s: float = Field(30.0, ge=0)  # one-shot audio longer: always VAD-split
 
     # --- limits and timeouts (seconds unless named otherwise)
     max_audio_size: int = 100 * 1024 * 1024  # bytes, one-shot bodies and downloads
@@ -68,6 +82,10 @@ class Settings(BaseSettings):
     asr_open_timeout: float = 3.0  # no engine takes the session -> 40000005
     asr_result_timeout: float = 120.0  # bound on waiting for a one-shot result
     engine_drain_timeout: float = 30.0  # SIGTERM: time given to live sessions
+    audio_download_timeout: float = 30.0  # audio_address downloads, whole transfer
+    http_body_timeout: float = 120.0  # reading one request body / multipart upload
+    # audio_address may point at loopback/private/link-local hosts (off: SSRF guard)
+    asr_allow_private_audio_address: bool = False
 
     @field_validator("apptoken", "appkey", mode="before")
     @classmethod
