@@ -19,6 +19,7 @@ from bridge.wav_stream import WavStripper
 from bus import codes
 from bus.client import AsrSession, BusError
 from bus.schemas import AsrEvent, AsrParams
+from bus.text import join_texts
 from funspeech.settings import Settings
 
 log = logging.getLogger("funspeech.bridge.ws")
@@ -254,7 +255,7 @@ class Connection:
                 await self.fail(event.code, event.message)
                 return
             if event.type == "completed":
-                result = {"result": "".join(self.recognized)} if recognizer else None
+                result = {"result": join_texts(self.recognized)} if recognizer else None
                 await self.send_event(COMPLETED[self.namespace], result)
                 await self.close()
                 return
@@ -288,12 +289,13 @@ class Connection:
     async def _recognizer_event(self, event: AsrEvent) -> bool:
         """True when the recognition is complete (voice detection ended it)."""
         if event.type == "partial":
-            text = "".join(self.recognized) + event.text
+            text = join_texts([*self.recognized, event.text])
             await self.send_event("RecognitionResultChanged", {"result": text})
         elif event.type == "end":
             self.recognized.append(event.text)
             if self.params.single_sentence:
-                await self.send_event(COMPLETED[RECOGNIZER], {"result": "".join(self.recognized)})
+                result = {"result": join_texts(self.recognized)}
+                await self.send_event(COMPLETED[RECOGNIZER], result)
                 await self.close()
                 return True
         return False

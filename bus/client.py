@@ -27,6 +27,7 @@ from bus import subjects
 from bus.codes import INVALID_PARAMETER, SERVER_ERROR, TOO_MANY_REQUESTS
 from bus.directory import EngineDirectory
 from bus.schemas import AsrControl, AsrEvent, AsrOpen, AsrParams, OpenReply, decode, encode
+from bus.text import join_texts
 
 log = logging.getLogger("funspeech.bus")
 
@@ -49,7 +50,7 @@ class Transcript:
 
     @property
     def text(self) -> str:
-        return "".join(s.text for s in self.segments)
+        return join_texts(s.text for s in self.segments)
 
 
 class AsrSession:

@@ -126,6 +126,8 @@ class Session:
                     return
                 else:  # abort
                     return
+        except ValueError as exc:  # a parameter the backend can't honour (e.g. language)
+            self.emit(AsrEvent(type="error", code=codes.INVALID_PARAMETER, message=str(exc)))
         except Exception as exc:  # a backend failure ends this session only
             log.exception("session %s failed", self.id)
             self.emit(

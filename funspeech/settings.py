@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     asr_light_beam_size: int = Field(1, ge=1)
     asr_light_partial_interval: float = Field(1.0, gt=0)  # s of audio between partials, unloaded
     asr_light_partial_max_queue: int = Field(2, ge=0)  # no partial while more decodes wait
+    asr_light_fast_en_partials: bool = True  # English partials from whisper-tiny.en if loaded
     asr_light_max_sentence_s: float = Field(25.0, ge=2, le=29)  # hard cut (Whisper: 30 s window)
     asr_enable_realtime_punc: bool = False
     auto_load_custom_asr_models: str = ""

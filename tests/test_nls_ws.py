@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from tests.textmetrics import cer, wer
 
 from tests.conftest import BridgeProcess
 from tests.nls_client import SdkRun, clip, read_pcm, recognize, silence, transcribe
+from tests.textmetrics import cer, wer
 
 WER_MAX = 0.2
 CER_MAX = 0.3

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 def create_asr_backend(settings: Settings, device: str, executor: Executor) -> AsrBackend:
     """The backend ASR_BACKEND names; heavy imports happen only for the one chosen."""
     if settings.asr_backend == "funasr":
-        from engines.asr.funasr_backend import FunAsrBackend  # noqa: PLC0415
+        from engines.asr.funasr_backend import FunAsrBackend
 
         return FunAsrBackend(settings, device, executor)
-    from engines.asr.light import LightAsrBackend  # noqa: PLC0415
+    from engines.asr.light import LightAsrBackend
 
     return LightAsrBackend(settings, device, executor)
