@@ -1,0 +1,254 @@
+"""Cross-session batching for FunASR's streaming Paraformer.
+
+`ParaformerStreaming.inference` asserts batch size 1: one session's cache per call. This module
+runs one 600 ms step for several sessions at once with FunASR's own layers: fbank, positional
+encoding and the CIF predictor stay per session (they are sequential or own per-session state),
+the encoder and decoder layers run once over the stacked sessions, with each session's layer
+caches stacked along the batch dimension and split back afterwards. Results equal the
+per-session `inference` call (tests check this).
+
+Only the steady state is batched: a cache that is already initialised, no carried samples,
+exactly one 9,600-sample chunk and not the final flush. Anything else goes through the model's
+own `inference`, one session at a time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+CHUNK_SAMPLES = 9600
+
+
+def _signature(obj: Any) -> Any:
+    """Shape key of a cache tree: caches batch together only when their shapes agree."""
+    if obj is None:
+        return None
+    if isinstance(obj, torch.Tensor):
+        return tuple(obj.shape[1:])
+    if isinstance(obj, dict):
+        return tuple((k, _signature(v)) for k, v in sorted(obj.items()))
+    if isinstance(obj, list | tuple):
+        return tuple(_signature(v) for v in obj)
+    return obj
+
+
+def _merge(objs: list[Any]) -> Any:
+    first = objs[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat(objs, dim=0)
+    if isinstance(first, dict):
+        return {k: _merge([o[k] for o in objs]) for k in first}
+    if isinstance(first, list):
+        return [_merge([o[i] for o in objs]) for i in range(len(first))]
+    return first
+
+
+def _split(obj: Any, i: int) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, torch.Tensor):
+        return obj[i : i + 1]
+    if isinstance(obj, dict):
+        return {k: _split(v, i) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_split(v, i) for v in obj]
+    return obj
+
+
+def _decoder_is_causal(decoder: torch.nn.Module) -> bool:
+    """True when every decoder FSMN looks only back, so padded trailing tokens are harmless."""
+    layers = list(decoder.decoders) + list(getattr(decoder, "decoders2", None) or [])
+    for layer in layers:
+        attn = getattr(layer, "self_attn", None)
+        pad = getattr(attn, "pad_fn", None)
+        if attn is not None and (pad is None or tuple(pad.padding)[1] != 0):
+            return False
+    return True
+
+
+class StreamBatcher:
+    """Runs steady-state streaming steps of several sessions through one forward pass."""
+
+    def __init__(self, model: torch.nn.Module, kwargs: dict[str, Any]) -> None:
+        self.model = model
+        self.kwargs = kwargs
+        self.frontend = kwargs["frontend"]
+        self.tokenizer = kwargs["tokenizer"]
+        self.device = kwargs["device"]
+        enc = model.encoder
+        self.supported = (
+            type(enc.embed).__name__ == "StreamSinusoidalPositionEncoder"
+            and getattr(model, "beam_search", None) is None
+            and not getattr(enc, "interctc_layer_idx", None)
+        )
+        self.causal_decoder = _decoder_is_causal(model.decoder)
+        self.kernel = {
+            i: layer.self_attn.kernel_size
+            for i, layer in enumerate(self._decoder_fsmn_layers())
+            if getattr(layer, "self_attn", None) is not None
+        }
+
+    def _decoder_fsmn_layers(self) -> list[torch.nn.Module]:
+        dec = self.model.decoder
+        return list(dec.decoders) + list(getattr(dec, "decoders2", None) or [])
+
+    def can_batch(self, cache: dict, audio: np.ndarray, is_final: bool) -> bool:
+        return (
+            self.supported
+            and not is_final
+            and len(audio) == CHUNK_SAMPLES
+            and "encoder" in cache
+            and len(cache["prev_samples"]) == 0
+            and not cache["encoder"]["tail_chunk"]
+        )
+
+    @torch.no_grad()
+    def step(self, items: list[tuple[dict, np.ndarray]]) -> list[str]:
+        """One 600 ms step for each (cache, audio); returns the text decoded per item."""
+        feats = [self._embed(cache, audio) for cache, audio in items]
+        enc_out: list[torch.Tensor] = [torch.empty(0)] * len(items)
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i, (cache, _) in enumerate(items):
+            groups[(tuple(feats[i].shape), _signature(cache["encoder"]["opt"]))].append(i)
+        for idx in groups.values():
+            outs = self._encode([items[i][0]["encoder"] for i in idx], [feats[i] for i in idx])
+            for i, out in zip(idx, outs, strict=True):
+                enc_out[i] = out
+        texts = [""] * len(items)
+        pending: list[tuple[int, torch.Tensor, int]] = []
+        for i, (cache, _) in enumerate(items):
+            lens = torch.tensor([enc_out[i].size(1)])
+            embeds, n_tok = self.model.calc_predictor_chunk(enc_out[i], lens, cache=cache)[:2]
+            n = int(n_tok.round().long().max())
+            if n >= 1:
+                pending.append((i, embeds, n))
+        self._decode(items, enc_out, pending, texts)
+        for cache, _ in items:
+            cache["prev_samples"] = torch.empty(0)
+        return texts
+
+    def _embed(self, cache: dict, audio: np.ndarray) -> torch.Tensor:
+        sample = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        speech, _ = _extract_fbank(self.frontend, cache["frontend"], sample)
+        speech = speech.to(self.device)
+        if self.model.normalize is not None:
+            lens = torch.tensor([speech.size(1)])
+            speech, _ = self.model.normalize(speech, lens)
+        enc = self.model.encoder
+        xs = speech * enc.output_size() ** 0.5
+        xs = enc.embed(xs, cache["encoder"])
+        return enc._add_overlap_chunk(xs, cache["encoder"])
+
+    def _encode(self, caches: list[dict], feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """SANMEncoderChunkOpt.forward_chunk over stacked sessions (same shapes)."""
+        enc = self.model.encoder
+        xs = torch.cat(feats, dim=0)
+        layers = list(enc.encoders0) + list(enc.encoders)
+        chunk_size = caches[0]["chunk_size"]
+        look_back = caches[0]["encoder_chunk_look_back"]
+        old = caches[0]["opt"]
+        merged = [None] * len(layers) if old is None else _merge([c["opt"] for c in caches])
+        for li, layer in enumerate(layers):
+            xs, merged[li] = layer.forward_chunk(xs, merged[li], chunk_size, look_back)
+        if enc.normalize_before:
+            xs = enc.after_norm(xs)
+        if look_back > 0 or look_back == -1:
+            for b, c in enumerate(caches):
+                c["opt"] = _split(merged, b)
+        return [xs[b : b + 1] for b in range(len(caches))]
+
+    def _decode(
+        self,
+        items: list[tuple[dict, np.ndarray]],
+        enc_out: list[torch.Tensor],
+        pending: list[tuple[int, torch.Tensor, int]],
+        texts: list[str],
+    ) -> None:
+        groups: dict[Any, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
+        for entry in pending:
+            i, _, n = entry
+            dec_cache = items[i][0]["decoder"]
+            self._trim_fsmn(dec_cache)
+            key = (
+                tuple(enc_out[i].shape),
+                _signature(dec_cache["decode_fsmn"]),
+                _signature(dec_cache["opt"]),
+                None if self.causal_decoder else n,
+            )
+            groups[key].append(entry)
+        for group in groups.values():
+            self._decode_group(items, enc_out, group, texts)
+
+    def _trim_fsmn(self, dec_cache: dict) -> None:
+        """Keep the last kernel_size frames of each decoder FSMN cache: the rest is never read
+        (the layer keeps cache[:, :, 1:] and trims to kernel_size - 1 + t), and equal lengths
+        let sessions stack."""
+        fsmn = dec_cache["decode_fsmn"]
+        if fsmn is None:
+            return
+        for li, k in self.kernel.items():
+            if fsmn[li] is not None and fsmn[li].size(2) > k:
+                fsmn[li] = fsmn[li][:, :, -k:]
+
+    def _decode_group(
+        self,
+        items: list[tuple[dict, np.ndarray]],
+        enc_out: list[torch.Tensor],
+        group: list[tuple[int, torch.Tensor, int]],
+        texts: list[str],
+    ) -> None:
+        n_max = max(n for _, _, n in group)
+        emb = []
+        for _, embeds, n in group:
+            e = embeds[:, :n]
+            if n < n_max:
+                e = torch.cat([e, e.new_zeros(1, n_max - n, e.size(2))], dim=1)
+            emb.append(e)
+        caches = [items[i][0]["decoder"] for i, _, _ in group]
+        merged = {
+            "decode_fsmn": _merge([c["decode_fsmn"] for c in caches])
+            if caches[0]["decode_fsmn"] is not None
+            else None,
+            "opt": _merge([c["opt"] for c in caches]) if caches[0]["opt"] is not None else None,
+            "chunk_size": caches[0]["chunk_size"],
+            "decoder_chunk_look_back": caches[0]["decoder_chunk_look_back"],
+        }
+        memory = torch.cat([enc_out[i] for i, _, _ in group], dim=0)
+        out = self.model.decoder.forward_chunk(memory, torch.cat(emb, dim=0), merged)
+        out = torch.log_softmax(out, dim=-1)
+        for b, ((i, _, n), cache) in enumerate(zip(group, caches, strict=True)):
+            fsmn = _split(merged["decode_fsmn"], b)
+            if n < n_max:  # drop the padded trailing frames from the FSMN caches
+                fsmn = [None if f is None else f[:, :, : f.size(2) - (n_max - n)] for f in fsmn]
+            cache["decode_fsmn"] = fsmn
+            look_back = merged["decoder_chunk_look_back"]
+            if look_back > 0 or look_back == -1:
+                cache["opt"] = _split(merged["opt"], b)
+            texts[i] = self._tokens_to_text(out[b, :n])
+
+    def _tokens_to_text(self, am_scores: torch.Tensor) -> str:
+        from funasr.utils import postprocess_utils
+
+        model = self.model
+        ids = [
+            t
+            for t in am_scores.argmax(dim=-1).tolist()
+            if t not in (model.eos, model.sos, model.blank_id)
+        ]
+        tokens = self.tokenizer.ids2tokens(ids)
+        text, _ = postprocess_utils.sentence_postprocess(tokens)
+        return text
+
+
+def _extract_fbank(frontend: Any, fcache: dict, sample: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    from funasr.utils.load_utils import extract_fbank
+
+    return extract_fbank(
+        [sample], data_type="sound", frontend=frontend, cache=fcache, is_final=False
+    )

@@ -1,0 +1,388 @@
+"""FunASR backend on tiny random-weight models: real FunASR code, no mocks. Text content is noise
+and never asserted; event flow, timing, caches, 2-pass spans and errors are."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engines.asr.base import SAMPLE_RATE, AsrOptions, ModelNotFound, StreamEvent
+from engines.asr.funasr_backend import STREAM_CFG, FunAsrBackend
+from engines.asr.funasr_batch import CHUNK_SAMPLES, StreamBatcher
+from engines.asr.funasr_text import hotword_arg, itn
+from funspeech.settings import Settings
+from tests.funasr_tiny import build_tiny_models
+
+DATA = Path(__file__).resolve().parent / "data"
+PUNCS = "，。？、,.?"
+EXECUTOR = ThreadPoolExecutor(4)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tiny_models(tmp_path_factory.mktemp("funasr_tiny"))
+
+
+def settings_for(models: dict[str, Path], **over: Any) -> Settings:
+    base: dict[str, Any] = {
+        "funasr_realtime_model": str(models["streaming"]),
+        "funasr_offline_model": str(models["offline"]),
+        "vad_model": str(models["vad"]),
+        "punc_model": str(models["punc"]),
+        "punc_realtime_model": str(models["punc"]),
+        "funasr_ncpu": 1,
+    }
+    return Settings(**(base | over))
+
+
+_BACKENDS: dict[tuple, FunAsrBackend] = {}
+
+
+def backend_for(models: dict[str, Path], **over: Any) -> FunAsrBackend:
+    key = tuple(sorted(over.items()))
+    if key not in _BACKENDS:
+        backend = FunAsrBackend(settings_for(models, **over), "cpu", EXECUTOR)
+        backend.load()
+        _BACKENDS[key] = backend
+    return _BACKENDS[key]
+
+
+def _clip(name: str, seconds: float, freq: float) -> np.ndarray:
+    path = DATA / f"{name}.wav"
+    if path.is_file():
+        import soundfile as sf
+
+        audio, sr = sf.read(path, dtype="float32")
+        if sr == SAMPLE_RATE and audio.ndim == 1:
+            return audio
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.2 * np.sin(2 * np.pi * freq * t) * (1.2 + np.sin(2 * np.pi * 3 * t))).astype(
+        np.float32
+    )
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+
+
+def speech_audio() -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Three utterances with 1.2 s pauses, the last running to the very end; (audio, spans ms)."""
+    parts = [_clip("zh_weather", 3.5, 300), silence(1.2), _clip("en_meeting", 3.0, 450)]
+    parts += [silence(1.2), _clip("zh_music", 3.2, 380)]
+    spans, pos = [], 0
+    for i, p in enumerate(parts):
+        if i % 2 == 0:
+            spans.append((pos * 1000 // SAMPLE_RATE, (pos + len(p)) * 1000 // SAMPLE_RATE))
+        pos += len(p)
+    return np.concatenate(parts), spans
+
+
+def total_ms(audio: np.ndarray) -> int:
+    return len(audio) * 1000 // SAMPLE_RATE
+
+
+async def run_stream(
+    backend: FunAsrBackend, audio: np.ndarray, options: AsrOptions, seed: int = 0
+) -> tuple[list[StreamEvent], int]:
+    """Feed in random client chunk sizes; returns (events, how many came before finish())."""
+    events: list[StreamEvent] = []
+    stream = backend.open_stream(options, events.append)
+    rng = np.random.default_rng(seed)
+    i = 0
+    while i < len(audio):
+        n = int(rng.integers(160, 7000))
+        await stream.feed(audio[i : i + n])
+        i += n
+    before = len(events)
+    await stream.finish()
+    return events, before
+
+
+def check_flow(events: list[StreamEvent]) -> list[StreamEvent]:
+    """begin -> partial* -> end per sentence, indices 1.., consistent times; returns the ends."""
+    index, current, last_end, ends = 0, None, 0, []
+    for e in events:
+        if e.kind == "begin":
+            assert current is None, "begin inside an open sentence"
+            index += 1
+            assert e.index == index
+            assert e.begin_ms >= last_end
+            current = e
+        elif e.kind == "partial":
+            assert current is not None and e.index == index
+            assert e.time_ms >= current.begin_ms and e.text
+        else:
+            assert current is not None and e.index == index
+            assert e.begin_ms == current.begin_ms <= e.time_ms
+            last_end = e.time_ms
+            current = None
+            ends.append(e)
+    assert current is None, "a sentence was left open"
+    return ends
+
+
+def key(events: list[StreamEvent]) -> list[tuple]:
+    return [(e.kind, e.index, e.begin_ms, e.time_ms, e.text) for e in events]
+
+
+# --- loading and errors
+def test_loads_all_models_from_dirs(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    assert backend.streaming and backend.streaming.path == tiny_models["streaming"].resolve()
+    assert backend.offline and backend.offline.path == tiny_models["offline"].resolve()
+    assert backend.vad and backend.punc
+    assert backend.punc_realtime is None  # ASR_ENABLE_REALTIME_PUNC is off
+    assert [m.id for m in backend.models] == ["paraformer-large"]
+    assert backend.capacity >= 2
+
+
+@pytest.mark.parametrize("layout", ["", "models"])
+def test_model_ids_resolve_in_modelscope_cache(
+    tiny_models: dict[str, Path], tmp_path: Path, layout: str
+) -> None:
+    ids = {}
+    for role, src in tiny_models.items():
+        ids[role] = f"iic/tiny-{role}"
+        shutil.copytree(src, tmp_path / layout / ids[role])
+    st = Settings(
+        modelscope_path=str(tmp_path),
+        funasr_realtime_model=ids["streaming"],
+        funasr_offline_model=ids["offline"],
+        vad_model=ids["vad"],
+        punc_model=ids["punc"],
+        funasr_ncpu=1,
+    )
+    backend = FunAsrBackend(st, "cpu", EXECUTOR)
+    backend.load()
+    assert backend.vad and backend.vad.path == (tmp_path / layout / ids["vad"]).resolve()
+
+
+def test_missing_model_id_names_setting_and_paths(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    st = settings_for(tiny_models, vad_model="iic/no-such-vad", modelscope_path=str(tmp_path))
+    t = time.monotonic()
+    with pytest.raises(ModelNotFound) as err:
+        FunAsrBackend(st, "cpu", EXECUTOR).load()
+    assert time.monotonic() - t < 10  # a clear error at load, never a hub download
+    msg = str(err.value)
+    assert "VAD_MODEL" in msg and "iic/no-such-vad" in msg
+    assert str(tmp_path / "iic/no-such-vad") in msg
+    assert str(tmp_path / "models" / "iic/no-such-vad") in msg
+
+
+def test_missing_local_dir(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "offline"
+    st = settings_for(tiny_models, funasr_offline_model=str(missing))
+    with pytest.raises(ModelNotFound, match="FUNASR_OFFLINE_MODEL") as err:
+        FunAsrBackend(st, "cpu", EXECUTOR).load()
+    assert str(missing) in str(err.value)
+
+
+def test_dir_without_weights_or_config(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    no_weights = tmp_path / "punc"
+    shutil.copytree(tiny_models["punc"], no_weights)
+    (no_weights / "model.pt").unlink()
+    with pytest.raises(ModelNotFound, match=r"model\.pt") as err:
+        FunAsrBackend(settings_for(tiny_models, punc_model=str(no_weights)), "cpu", EXECUTOR).load()
+    assert str(no_weights / "model.pt") in str(err.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFound, match=r"config\.yaml"):
+        FunAsrBackend(settings_for(tiny_models, punc_model=str(empty)), "cpu", EXECUTOR).load()
+
+
+def test_corrupt_weights_name_the_file(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "punc"
+    shutil.copytree(tiny_models["punc"], bad)
+    (bad / "model.pt").write_bytes((bad / "model.pt").read_bytes()[:500])
+    with pytest.raises(RuntimeError, match="PUNC_MODEL") as err:
+        FunAsrBackend(settings_for(tiny_models, punc_model=str(bad)), "cpu", EXECUTOR).load()
+    assert str(bad / "model.pt") in str(err.value)
+
+
+# --- streaming
+@pytest.mark.asyncio
+async def test_stream_partials_ends_and_two_pass(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    audio, spans = speech_audio()
+    opts = AsrOptions(enable_punctuation=False)
+    events, before_finish = await run_stream(backend, audio, opts)
+    ends = check_flow(events)
+    early = events[:before_finish]
+    assert any(e.kind == "partial" for e in early), "no partial while audio flowed"
+    assert sum(e.kind == "end" for e in early) >= 2, "VAD end points at the pauses"
+    assert len(ends) == len(spans)
+    for end, (b, e) in zip(ends, spans, strict=True):  # each sentence sits on its utterance
+        assert b - 500 <= end.begin_ms < e and b < end.time_ms <= e + 1200
+    assert ends[-1].time_ms == total_ms(audio)  # the tail up to the last sample
+    for end in ends:  # 2-pass: the final is the offline decode of exactly the sentence span
+        clip = audio[end.begin_ms * 16 : end.time_ms * 16]
+        assert end.text == backend._decode([clip], None)[0].replace("<unk>", "")
+
+
+@pytest.mark.asyncio
+async def test_finish_decodes_the_tail(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    audio = np.concatenate([silence(0.5), _clip("zh_weather", 3.5, 300)])[
+        : 4 * CHUNK_SAMPLES + 1700
+    ]
+    events, before = await run_stream(backend, audio, AsrOptions(enable_punctuation=False))
+    assert not [e for e in events[:before] if e.kind == "end"], "speech runs to the end"
+    ends = check_flow(events)
+    assert len(ends) == 1 and ends[0].time_ms == total_ms(audio)
+    clip = audio[ends[0].begin_ms * 16 :]  # includes the 1,700-sample tail
+    assert ends[0].text == backend._decode([clip], None)[0].replace("<unk>", "")
+
+
+@pytest.mark.asyncio
+async def test_punctuation_and_realtime_punctuation(tiny_models: dict[str, Path]) -> None:
+    audio, _ = speech_audio()
+    plain = backend_for(tiny_models)
+    rt = backend_for(tiny_models, asr_enable_realtime_punc=True)
+    assert rt.punc_realtime is not None
+    raw, _ = await run_stream(plain, audio, AsrOptions(enable_punctuation=False))
+    punc, _ = await run_stream(rt, audio, AsrOptions(enable_punctuation=True))
+    strip = str.maketrans("", "", PUNCS)
+    assert [e.text.translate(strip) for e in punc] == [e.text for e in raw]
+    assert any(c in e.text for e in punc if e.kind == "end" for c in PUNCS)
+    assert any(c in e.text for e in punc if e.kind == "partial" for c in PUNCS)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batching", [True, False])
+async def test_interleaved_sessions_match_solo_runs(
+    tiny_models: dict[str, Path], batching: bool
+) -> None:
+    backend = backend_for(tiny_models, funasr_stream_batching=batching)
+    a, _ = speech_audio()
+    b = np.concatenate([silence(0.9), a[: len(a) // 2][::-1].copy(), silence(1.0)])
+    solo_a, _ = await run_stream(backend, a, AsrOptions())
+    solo_b, _ = await run_stream(backend, b, AsrOptions())
+    got: dict[str, list[StreamEvent]] = {"a": [], "b": []}
+    sa = backend.open_stream(AsrOptions(), got["a"].append)
+    sb = backend.open_stream(AsrOptions(), got["b"].append)
+
+    async def pump(stream: Any, audio: np.ndarray, step: int) -> None:
+        for i in range(0, len(audio), step):
+            await stream.feed(audio[i : i + step])
+            await asyncio.sleep(0)
+        await stream.finish()
+
+    await asyncio.gather(pump(sa, a, 3200), pump(sb, b, 4000))
+    assert key(got["a"]) == key(solo_a)
+    assert key(got["b"]) == key(solo_b)
+    assert check_flow(got["b"])
+
+
+@pytest.mark.asyncio
+async def test_max_sentence_silence_is_per_session(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    audio, _ = speech_audio()
+    (short, _), (long, _) = await asyncio.gather(
+        run_stream(backend, audio, AsrOptions(max_sentence_silence_ms=300)),
+        run_stream(backend, audio, AsrOptions(max_sentence_silence_ms=3000)),
+    )
+    assert len(check_flow(short)) > 3  # short pauses inside utterances now end sentences
+    assert len(check_flow(long)) == 1  # the pauses between utterances (~1.8 s) do not
+
+
+@pytest.mark.asyncio
+async def test_nearfield_filter_drops_quiet_speech(tiny_models: dict[str, Path]) -> None:
+    audio, _ = speech_audio()
+    quiet = audio * (0.004 / float(np.sqrt(np.mean(audio**2))))
+    gated, _ = await run_stream(backend_for(tiny_models), quiet, AsrOptions())
+    assert gated == []
+    open_, _ = await run_stream(
+        backend_for(tiny_models, asr_enable_nearfield_filter=False), quiet, AsrOptions()
+    )
+    assert check_flow(open_)
+
+
+@pytest.mark.asyncio
+async def test_single_sentence_stops_after_first_end(tiny_models: dict[str, Path]) -> None:
+    audio, _ = speech_audio()
+    events, _ = await run_stream(backend_for(tiny_models), audio, AsrOptions(single_sentence=True))
+    assert [e.kind for e in events if e.kind != "partial"] == ["begin", "end"]
+
+
+@pytest.mark.asyncio
+async def test_realtime_mode_streams_without_offline(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models, asr_model_mode="realtime")
+    assert backend.offline is None
+    audio, spans = speech_audio()
+    events, _ = await run_stream(backend, audio, AsrOptions())
+    ends = check_flow(events)  # finals come from flushing the streaming model
+    assert len(ends) == len(spans) and ends[-1].time_ms == total_ms(audio)
+    with pytest.raises(RuntimeError, match="offline"):
+        await backend.transcribe(audio, AsrOptions())
+
+
+@pytest.mark.asyncio
+async def test_offline_mode_refuses_streams(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models, asr_model_mode="offline")
+    with pytest.raises(RuntimeError, match="realtime"):
+        backend.open_stream(AsrOptions(), lambda e: None)
+    assert await backend.transcribe(speech_audio()[0], AsrOptions())
+
+
+# --- one-shot
+@pytest.mark.asyncio
+async def test_transcribe_segments(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    audio, spans = speech_audio()
+    segs = await backend.transcribe(audio, AsrOptions(enable_voice_detection=True))
+    assert len(segs) == len(spans)
+    prev = 0
+    for seg, (b, e) in zip(segs, spans, strict=True):
+        assert prev <= seg.begin_ms < seg.end_ms <= total_ms(audio) and seg.text
+        assert b - 500 <= seg.begin_ms < e and b < seg.end_ms <= e + 1200
+        prev = seg.end_ms
+    whole = await backend.transcribe(audio[: 3 * SAMPLE_RATE], AsrOptions())
+    assert [(s.begin_ms, s.end_ms) for s in whole] == [(0, 3000)]
+    assert await backend.transcribe(np.zeros(0, np.float32), AsrOptions()) == []
+
+
+# --- pieces
+def test_batched_step_equals_per_session_inference(tiny_models: dict[str, Path]) -> None:
+    model = backend_for(tiny_models).streaming
+    assert model is not None
+    batcher = StreamBatcher(model.model, dict(model.kwargs, **STREAM_CFG))
+    rng = np.random.default_rng(1)
+    audios = [(0.1 * rng.standard_normal(CHUNK_SAMPLES * 7)).astype(np.float32) for _ in range(5)]
+    ref: list[dict] = [{} for _ in audios]
+    bat: list[dict] = [{} for _ in audios]
+    out_ref: list[list[str]] = [[] for _ in audios]
+    out_bat: list[list[str]] = [[] for _ in audios]
+    for step in range(9):
+        ready = [i for i in range(len(audios)) if 0 <= step - i < 7]  # staggered starts
+        items = []
+        for i in ready:
+            chunk = audios[i][(step - i) * CHUNK_SAMPLES : (step - i + 1) * CHUNK_SAMPLES]
+            out_ref[i].append(model.infer([chunk], cache=ref[i], **STREAM_CFG)[0]["text"])
+            if batcher.can_batch(bat[i], chunk, False):
+                items.append((i, chunk))
+            else:
+                out_bat[i].append(model.infer([chunk], cache=bat[i], **STREAM_CFG)[0]["text"])
+        for (i, _), text in zip(items, batcher.step([(bat[i], c) for i, c in items]), strict=True):
+            out_bat[i].append(text)
+    assert out_bat == out_ref
+    assert sum(len(t) for texts in out_ref for t in texts) > 0
+
+
+def test_itn_and_hotword_strings() -> None:
+    try:
+        import wetext  # noqa: F401
+
+        assert itn("一百二十三", "zh") == "123"
+    except ImportError:
+        assert itn("一百二十三", "zh") == "一百二十三"  # documented no-op without wetext
+    assert hotword_arg(["达摩院 魔搭", "http://x.y/h.txt", "words.txt"]) == "达摩院 魔搭"
+    assert hotword_arg([]) is None
