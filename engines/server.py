@@ -240,7 +240,13 @@ class AsrEngine:
             name=subjects.ASR_SERVICE,
             version=SERVICE_VERSION,
             description="FunSpeech ASR engine",
-            metadata={"engine_id": self.id, "backend": self.backend.name, "device": self.device},
+            metadata={
+                "engine_id": self.id,
+                "backend": self.backend.name,
+                "device": self.device,
+                "models": ",".join(m.id for m in self.backend.models),
+                "capacity": str(self.capacity),
+            },
             stats_handler=lambda _: {"active": len(self.sessions), "capacity": self.capacity},
         )
         await service.add_endpoint(
