@@ -352,6 +352,10 @@ async def serve(conn: Connection, settings: Settings) -> None:
         except (Failed, AuthError) as exc:
             await conn.fail(exc.code, exc.message)
             return
+        except Exception as exc:  # e.g. the bus connection is down: say so, don't hang
+            log.exception("task %s: internal error", conn.task_id or "-")
+            await conn.fail(codes.SERVER_ERROR, f"Internal error: {exc.__class__.__name__}")
+            return
 
 
 def setup(app: web.Application) -> None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -237,6 +238,9 @@ class Bus:
             )
             return decode(OpenReply, msg.data)
         except (NatsTimeout, NoRespondersError):
+            return None
+        except NatsError as exc:  # connection trouble: treat the engine as unavailable
+            log.warning("open on %s failed: %s", engine_id, exc)
             return None
 
     async def _on_event(self, msg: Msg) -> None:
