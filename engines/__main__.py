@@ -27,6 +27,10 @@ async def serve(settings: Settings, device: str) -> int:
     except ModelNotFound as exc:
         log.error("cannot start the %s engine on %s: %s", settings.asr_backend, device, exc)
         return 2
+    except RuntimeError as exc:  # a model that is there but cannot be loaded (corrupt weights)
+        log.error("cannot start the %s engine on %s: %s", settings.asr_backend, device, exc)
+        log.debug("model load failure", exc_info=True)
+        return 3
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -71,8 +71,13 @@ class Settings(BaseSettings):
     punc_realtime_model: str = "iic/punc_ct-transformer_zh-cn-common-vad_realtime-vocab272727"
     # FunASR engine tuning (engines/asr/funasr_backend.py)
     funasr_stream_batching: bool = True  # batch streaming steps of concurrent sessions
+    funasr_share_fbank: bool = True  # compute a session's fbank frames once for VAD/ASR/2-pass
+    funasr_fbank: Literal["fast", "funasr"] = "fast"  # fbank implementation (funasr_fbank.py)
+    funasr_batch_finals: bool = False  # pad 2-pass finals of sessions into one decode (GPU)
     funasr_max_batch: int = Field(32, ge=1)  # sessions per batched model call
-    funasr_ncpu: int = Field(0, ge=0)  # torch CPU threads; 0 = min(4, cores)
+    funasr_batch_wait_ms: float = Field(50.0, ge=0)  # gather window for a batch of steps
+    funasr_realtime_threads: int = Field(1, ge=0)  # threads for realtime model work; 0 = shared
+    funasr_ncpu: int = Field(0, ge=0)  # torch CPU threads; 0 = 1
     funasr_offline_batch_s: float = Field(300.0, gt=0)  # padded audio per offline decode call
     funasr_oneshot_vad_s: float = Field(30.0, ge=0)  # one-shot audio longer: always VAD-split
 

@@ -8,11 +8,12 @@ call is its own executor job.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,14 @@ from engines.asr.base import (
     Segment,
     StreamingAsr,
 )
-from engines.asr.funasr_batch import StreamBatcher
+from engines.asr.funasr_batch import CHUNK_SAMPLES, StreamBatcher, postprocess
+from engines.asr.funasr_fbank import FrameStore, Source, frames_from
+from engines.asr.funasr_fbank import install as install_fbank_sharing
 from engines.asr.funasr_models import LoadedModel, load_model, to_float32
 from engines.asr.funasr_scheduler import BatchScheduler
 from engines.asr.funasr_stream import FunAsrStream
 from engines.asr.funasr_text import hotword_arg, itn, safe_punc_input
+from engines.asr.funasr_vad import VadBatcher
 from funspeech.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,34 @@ class _Final:
     audio: np.ndarray | None  # None: text is already decoded (streaming-only mode)
     text: str
     options: AsrOptions
+    frames: FrameStore | None = None  # the session's fbank frames, audio starting at `start`
+    start: int = 0
+
+
+@dataclass(slots=True)
+class _Step:
+    """One VAD or streaming step of one session: `audio` starts at absolute sample `start`."""
+
+    cache: dict
+    audio: np.ndarray
+    final: bool
+    frames: FrameStore | None = None
+    start: int = 0
+
+
+def _cached_len(cache: dict, key: str) -> int:
+    t = cache.get(key)
+    return int(t.shape[-1]) if t is not None and t.numel() else 0
+
+
+def _input_start(cache: dict, start: int) -> int:
+    """Absolute sample where the waveform the model's frontend fbanks next begins: the samples
+    the model and its frontend carry over come before `start`."""
+    return (
+        start
+        - _cached_len(cache, "prev_samples")
+        - _cached_len(cache.get("frontend") or {}, "input_cache")
+    )
 
 
 class FunAsrBackend(AsrBackend):
@@ -69,8 +101,11 @@ class FunAsrBackend(AsrBackend):
         self.punc: LoadedModel | None = None
         self.punc_realtime: LoadedModel | None = None
         self._batcher: StreamBatcher | None = None
+        self._vad_batcher: VadBatcher | None = None
         self._streams: weakref.WeakSet[FunAsrStream] = weakref.WeakSet()
         self._scheds: dict[str, BatchScheduler[Any, Any]] = {}
+        self.share_fbank = False
+        self._rt_executor: ThreadPoolExecutor | None = None
 
     # --- loading
     def _wanted(self) -> list[tuple[str, str]]:
@@ -87,7 +122,9 @@ class FunAsrBackend(AsrBackend):
 
     def load(self) -> None:
         st = self.settings
-        ncpu = st.funasr_ncpu or min(4, os.cpu_count() or 1)
+        hooked = install_fbank_sharing(fast=st.funasr_fbank == "fast")
+        self.share_fbank = hooked and st.funasr_share_fbank
+        ncpu = st.funasr_ncpu or 1  # see FUNASR_NCPU in docs/configuration.md
         for role, setting in self._wanted():
             value = getattr(st, setting)
             model = load_model(role, setting, value, st.modelscope_path, self.device, ncpu)
@@ -96,17 +133,31 @@ class FunAsrBackend(AsrBackend):
             self._batcher = StreamBatcher(
                 self.streaming.model, dict(self.streaming.kwargs, **STREAM_CFG)
             )
+        if self.vad is not None:
+            self._vad_batcher = VadBatcher(self.vad.model, dict(self.vad.kwargs))
+        log.info(
+            "fbank: %s, %s across the VAD / streaming / 2-pass frontends",
+            "fast torch kaldi_fbank" if hooked and st.funasr_fbank == "fast" else "FunASR's own",
+            "shared" if self.share_fbank else "not shared",
+        )
+        if st.funasr_realtime_threads:
+            self._rt_executor = ThreadPoolExecutor(
+                st.funasr_realtime_threads, thread_name_prefix="funasr-rt"
+            )
         if self.batching:
-            mb = st.funasr_max_batch
+            mb, wait = st.funasr_max_batch, st.funasr_batch_wait_ms / 1000
+            live, run = self.live_streams, self._run_realtime
             self._scheds = {
-                "vad": BatchScheduler("vad", self.run_blocking, self._vad_batch, mb),
-                "stream": BatchScheduler("stream", self.run_blocking, self._stream_batch, mb),
-                "final": BatchScheduler("final", self.run_blocking, self._final_batch, mb),
+                "vad": BatchScheduler("vad", run, self._vad_batch, mb, wait, live),
+                "stream": BatchScheduler("stream", run, self._stream_batch, mb, wait, live),
+                "final": BatchScheduler("final", run, self._final_batch, mb),
             }
 
     def close(self) -> None:
         for sched in self._scheds.values():
             sched.close()
+        if self._rt_executor is not None:
+            self._rt_executor.shutdown(wait=False, cancel_futures=True)
         self.streaming = self.offline = self.vad = self.punc = self.punc_realtime = None
 
     # --- AsrBackend
@@ -166,9 +217,15 @@ class FunAsrBackend(AsrBackend):
             )
         return await self.run_blocking(self._transcribe_sync, to_float32(audio), options)  # type: ignore[return-value]
 
+    def live_streams(self) -> int:
+        """Realtime streams still taking audio."""
+        return sum(1 for s in self._streams if s.active)
+
     def stats(self) -> dict[str, float]:
-        live = [s for s in self._streams if s.active]
-        out: dict[str, float] = {"sessions": float(len(live)), "batching": float(self.batching)}
+        out: dict[str, float] = {
+            "sessions": float(self.live_streams()),
+            "batching": float(self.batching),
+        }
         for name, sched in self._scheds.items():
             out[f"{name}_queue"] = float(sched.depth)
             out[f"{name}_batches"] = float(sched.batches)
@@ -181,7 +238,16 @@ class FunAsrBackend(AsrBackend):
         sched = self._scheds.get(kind)
         if sched is not None:
             return await sched.submit(item)
-        return (await self.run_blocking(fn, [item]))[0]  # type: ignore[index]
+        return (await self._run_realtime(fn, [item]))[0]  # type: ignore[index]
+
+    async def _run_realtime(self, fn: Callable[..., object], *args: object) -> object:
+        """Realtime model work (VAD, streaming, 2-pass finals) runs on its own thread(s):
+        torch releases the GIL around every op, so with several Python threads doing small
+        model steps the GIL changes hands at each op, which costs more than the ops (see
+        FUNASR_REALTIME_THREADS)."""
+        if self._rt_executor is None:
+            return await self.run_blocking(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._rt_executor, fn, *args)
 
     def new_vad_cache(self, silence_ms: int) -> dict:
         assert self.vad is not None
@@ -200,14 +266,42 @@ class FunAsrBackend(AsrBackend):
                 int(silence_ms) - opts.speech_to_sil_time_thres, 0
             )
 
-    async def vad_step(self, cache: dict, chunk: np.ndarray, final: bool) -> list[tuple[int, int]]:
-        return await self._call("vad", self._vad_batch, (cache, chunk, final))  # type: ignore[no-any-return]
+    def frame_store(self) -> FrameStore | None:
+        """A session's shared fbank frames (None when sharing is off)."""
+        return FrameStore() if self.share_fbank else None
 
-    async def stream_step(self, cache: dict, audio: np.ndarray, final: bool) -> str:
-        return await self._call("stream", self._stream_batch, (cache, audio, final))  # type: ignore[no-any-return]
+    async def vad_step(
+        self,
+        cache: dict,
+        chunk: np.ndarray,
+        final: bool,
+        frames: FrameStore | None = None,
+        start: int = 0,
+    ) -> list[tuple[int, int]]:
+        item = _Step(cache, chunk, final, frames, start)
+        return await self._call("vad", self._vad_batch, item)  # type: ignore[no-any-return]
 
-    async def final_text(self, audio: np.ndarray | None, text: str | None, opts: AsrOptions) -> str:
-        return await self._call("final", self._final_batch, _Final(audio, text or "", opts))  # type: ignore[no-any-return]
+    async def stream_step(
+        self,
+        cache: dict,
+        audio: np.ndarray,
+        final: bool,
+        frames: FrameStore | None = None,
+        start: int = 0,
+    ) -> str:
+        item = _Step(cache, audio, final, frames, start)
+        return await self._call("stream", self._stream_batch, item)  # type: ignore[no-any-return]
+
+    async def final_text(
+        self,
+        audio: np.ndarray | None,
+        text: str | None,
+        opts: AsrOptions,
+        frames: FrameStore | None = None,
+        start: int = 0,
+    ) -> str:
+        item = _Final(audio, text or "", opts, frames, start)
+        return await self._call("final", self._final_batch, item)  # type: ignore[no-any-return]
 
     async def partial_text(self, text: str, options: AsrOptions) -> str:
         text = text.replace(UNK, "")
@@ -216,39 +310,94 @@ class FunAsrBackend(AsrBackend):
         return await self.run_blocking(self._punctuate, self.punc_realtime, text)  # type: ignore[return-value]
 
     # --- blocking batch functions (executor threads)
-    def _vad_batch(self, items: list[tuple[dict, np.ndarray, bool]]) -> list[list[tuple[int, int]]]:
+    def _vad_sources(self, it: _Step) -> tuple[Source, ...]:
+        """The VAD is the first to see new audio: it computes the frames and stores them."""
+        if it.frames is None:
+            return ()
+        at = _input_start(it.cache, it.start)
+        return (Source(it.frames, at, at, write=True),)
+
+    def _vad_batch(self, items: list[_Step]) -> list[list[tuple[int, int]]]:
         assert self.vad is not None
-        out = []
-        for cache, chunk, final in items:
-            if len(chunk) == 0:
-                out.append([])
+        out: list[list[tuple[int, int]]] = [[] for _ in items]
+        vb = self._vad_batcher
+        fast = [
+            i
+            for i, it in enumerate(items)
+            if len(items) > 1 and vb is not None and vb.can_batch(it.cache, it.audio, it.final)
+        ]
+        if fast:
+            assert vb is not None
+            with self.vad.lock:  # the VAD model keeps per-call state on the module
+                done = vb.step(
+                    [(items[i].cache, items[i].audio) for i in fast],
+                    [self._vad_sources(items[i]) for i in fast],
+                )
+            for i, segs in zip(fast, done, strict=True):
+                out[i] = segs
+        batched = set(fast)
+        for n, it in enumerate(items):
+            if len(it.audio) == 0 or n in batched:
                 continue
-            res = self.vad.infer(
-                [to_float32(chunk)],
-                cache=cache,
-                is_final=final,
-                chunk_size=VAD_CHUNK_MS,
-                dynamic_silence=False,
-            )
-            out.append([(int(b), int(e)) for b, e in res[0]["value"]])
+            with frames_from(*self._vad_sources(it)):
+                res = self.vad.infer(
+                    [to_float32(it.audio)],
+                    cache=it.cache,
+                    is_final=it.final,
+                    chunk_size=VAD_CHUNK_MS,
+                    dynamic_silence=False,
+                )
+            out[n] = [(int(b), int(e)) for b, e in res[0]["value"]]
         return out
 
-    def _stream_batch(self, items: list[tuple[dict, np.ndarray, bool]]) -> list[str]:
+    def _batch_pieces(self, it: _Step) -> list[np.ndarray] | None:
+        """The 600 ms pieces the batcher can run this step as, or None (the model's own
+        inference runs it). A session's first step (an empty cache, the sentence's audio so far
+        in whole 600 ms chunks) is batched too: the cache is initialised as the model's
+        inference would, and its pieces run in successive batched rounds."""
+        bt = self._batcher
+        if bt is None or it.final:
+            return None
+        if bt.can_batch(it.cache, it.audio, it.final):
+            return [it.audio]
+        n = len(it.audio) // CHUNK_SAMPLES
+        if bt.supported and not it.cache and n and len(it.audio) == n * CHUNK_SAMPLES:
+            assert self.streaming is not None
+            self.streaming.model.init_cache(it.cache, **bt.kwargs)
+            return [it.audio[k * CHUNK_SAMPLES : (k + 1) * CHUNK_SAMPLES] for k in range(n)]
+        return None
+
+    def _stream_batch(self, items: list[_Step]) -> list[str]:
         assert self.streaming is not None and self._batcher is not None
         texts = [""] * len(items)
-        fast = []
-        for i, (cache, audio, final) in enumerate(items):
-            if len(items) > 1 and self._batcher.can_batch(cache, audio, final):
-                fast.append(i)
+        work: list[tuple[int, list[np.ndarray]]] = []
+        for i, it in enumerate(items):
+            pieces = self._batch_pieces(it) if len(items) > 1 else None
+            if pieces is not None:
+                work.append((i, pieces))
                 continue
-            res = self.streaming.infer(
-                [to_float32(audio)], cache=cache, is_final=final, **STREAM_CFG
-            )
+            sources = ()
+            if it.frames is not None:
+                lo = _input_start(it.cache, it.start)
+                sources = (Source(it.frames, lo, it.start + len(it.audio)),)
+            with frames_from(*sources):
+                res = self.streaming.infer(
+                    [to_float32(it.audio)], cache=it.cache, is_final=it.final, **STREAM_CFG
+                )
             texts[i] = res[0]["text"]
-        if fast:
-            done = self._batcher.step([(items[i][0], items[i][1]) for i in fast])
-            for i, text in zip(fast, done, strict=True):
-                texts[i] = text
+        tokens: dict[int, list[str]] = {i: [] for i, _ in work}
+        for r in range(max((len(pieces) for _, pieces in work), default=0)):
+            run = [(i, pieces[r]) for i, pieces in work if r < len(pieces)]
+            srcs = []
+            for i, _ in run:
+                it = items[i]
+                at = _input_start(it.cache, it.start + r * CHUNK_SAMPLES)
+                srcs.append((Source(it.frames, at, at),) if it.frames is not None else ())
+            done = self._batcher.step_tokens([(items[i].cache, a) for i, a in run], srcs)
+            for (i, _), toks in zip(run, done, strict=True):
+                tokens[i].extend(toks)
+        for i, toks in tokens.items():
+            texts[i] = postprocess(toks)
         return texts
 
     def _final_batch(self, items: list[_Final]) -> list[str]:
@@ -258,7 +407,18 @@ class FunAsrBackend(AsrBackend):
         for i in todo:
             by_hotwords.setdefault(self._hotword(items[i].options), []).append(i)
         for hw, idx in by_hotwords.items():
-            for i, text in zip(idx, self._decode([items[i].audio for i in idx], hw), strict=True):  # type: ignore[misc]
+            sources = [
+                Source(items[i].frames, items[i].start, items[i].start)  # type: ignore[arg-type]
+                for i in idx
+                if items[i].frames is not None
+            ]
+            with frames_from(*sources):
+                decoded = self._decode(
+                    [items[i].audio for i in idx],  # type: ignore[misc]
+                    hw,
+                    pad=self.settings.funasr_batch_finals,
+                )
+            for i, text in zip(idx, decoded, strict=True):
                 texts[i] = text
         return [self._post(text, it.options) for text, it in zip(texts, items, strict=True)]
 
@@ -269,15 +429,20 @@ class FunAsrBackend(AsrBackend):
             return None
         return hotword_arg(options.hotwords)
 
-    def _decode(self, audios: list[np.ndarray], hotword: str | None) -> list[str]:
-        """Offline Paraformer over several clips, padded into batches of <= batch_s seconds."""
+    def _decode(self, audios: list[np.ndarray], hotword: str | None, pad: bool = True) -> list[str]:
+        """Offline Paraformer over several clips, padded into batches of <= batch_s seconds.
+        pad=False decodes each clip on its own: FunASR's CIF predictor convolves over the
+        encoder output past a clip's end, which in a padded batch is not zero, so a padded
+        clip's text can differ from the clip decoded alone (and a realtime final must not depend
+        on which other sessions ended a sentence at the same moment)."""
         assert self.offline is not None
         out = [""] * len(audios)
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
         limit = self.settings.funasr_offline_batch_s * SAMPLE_RATE
         batch: list[int] = []
         for i in [*order, None]:
-            if batch and (i is None or len(audios[i]) * (len(batch) + 1) > limit):
+            full = i is None or not pad or len(audios[i]) * (len(batch) + 1) > limit
+            if batch and full:
                 extra = {"hotword": hotword} if hotword else {}
                 res = self.offline.infer([to_float32(audios[j]) for j in batch], **extra)
                 for j, r in zip(batch, res, strict=True):

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines.asr.funasr_fbank import Source, frames_from
+from engines.asr.funasr_frontend import online_features
+
 CHUNK_SAMPLES = 9600
 
 
@@ -88,6 +91,7 @@ class StreamBatcher:
             and not getattr(enc, "interctc_layer_idx", None)
         )
         self.causal_decoder = _decoder_is_causal(model.decoder)
+        self.cif_batched = type(model.predictor).__name__ == "CifPredictorV2"
         self.kernel = {
             i: layer.self_attn.kernel_size
             for i, layer in enumerate(self._decoder_fsmn_layers())
@@ -109,9 +113,22 @@ class StreamBatcher:
         )
 
     @torch.no_grad()
-    def step(self, items: list[tuple[dict, np.ndarray]]) -> list[str]:
+    def step(
+        self, items: list[tuple[dict, np.ndarray]], sources: list[tuple[Source, ...]] | None = None
+    ) -> list[str]:
         """One 600 ms step for each (cache, audio); returns the text decoded per item."""
-        feats = [self._embed(cache, audio) for cache, audio in items]
+        return [postprocess(tokens) for tokens in self.step_tokens(items, sources)]
+
+    @torch.no_grad()
+    def step_tokens(
+        self, items: list[tuple[dict, np.ndarray]], sources: list[tuple[Source, ...]] | None = None
+    ) -> list[list[str]]:
+        """One 600 ms step for each (cache, audio); returns the tokens decoded per item.
+        sources: per item, where its fbank frames may already be (funasr_fbank)."""
+        feats = []
+        for i, (cache, audio) in enumerate(items):
+            with frames_from(*(sources[i] if sources else ())):
+                feats.append(self._embed(cache, audio))
         enc_out: list[torch.Tensor] = [torch.empty(0)] * len(items)
         groups: dict[Any, list[int]] = defaultdict(list)
         for i, (cache, _) in enumerate(items):
@@ -120,22 +137,42 @@ class StreamBatcher:
             outs = self._encode([items[i][0]["encoder"] for i in idx], [feats[i] for i in idx])
             for i, out in zip(idx, outs, strict=True):
                 enc_out[i] = out
-        texts = [""] * len(items)
+        tokens: list[list[str]] = [[] for _ in items]
         pending: list[tuple[int, torch.Tensor, int]] = []
-        for i, (cache, _) in enumerate(items):
-            lens = torch.tensor([enc_out[i].size(1)])
-            embeds, n_tok = self.model.calc_predictor_chunk(enc_out[i], lens, cache=cache)[:2]
-            n = int(n_tok.round().long().max())
+        for i, (embeds, n) in enumerate(self._predict(items, enc_out)):
             if n >= 1:
                 pending.append((i, embeds, n))
-        self._decode(items, enc_out, pending, texts)
+        self._decode(items, enc_out, pending, tokens)
         for cache, _ in items:
             cache["prev_samples"] = torch.empty(0)
-        return texts
+        return tokens
+
+    def _predict(
+        self, items: list[tuple[dict, np.ndarray]], enc_out: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, int]]:
+        """The CIF predictor of each item: (acoustic embeddings, token count)."""
+        out: list[tuple[torch.Tensor, int]] = [(torch.empty(0), 0)] * len(items)
+        if not self.cif_batched:
+            for i, (cache, _) in enumerate(items):
+                lens = torch.tensor([enc_out[i].size(1)])
+                embeds, n_tok = self.model.calc_predictor_chunk(enc_out[i], lens, cache=cache)[:2]
+                out[i] = (embeds, int(n_tok.round().long().max()))
+            return out
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i, (cache, _) in enumerate(items):
+            groups[(tuple(enc_out[i].shape), tuple(cache["encoder"]["chunk_size"]))].append(i)
+        for idx in groups.values():
+            caches = [items[i][0]["encoder"] for i in idx]
+            for i, res in zip(idx, cif_chunk(self.model.predictor, [enc_out[i] for i in idx],
+                                             caches), strict=True):  # fmt: skip
+                out[i] = res
+        return out
 
     def _embed(self, cache: dict, audio: np.ndarray) -> torch.Tensor:
         sample = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        speech, _ = _extract_fbank(self.frontend, cache["frontend"], sample)
+        speech = online_features(self.frontend, cache["frontend"], sample)
+        if speech is None:
+            speech, _ = _extract_fbank(self.frontend, cache["frontend"], sample)
         speech = speech.to(self.device)
         if self.model.normalize is not None:
             lens = torch.tensor([speech.size(1)])
@@ -168,7 +205,7 @@ class StreamBatcher:
         items: list[tuple[dict, np.ndarray]],
         enc_out: list[torch.Tensor],
         pending: list[tuple[int, torch.Tensor, int]],
-        texts: list[str],
+        texts: list[list[str]],
     ) -> None:
         groups: dict[Any, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
         for entry in pending:
@@ -201,7 +238,7 @@ class StreamBatcher:
         items: list[tuple[dict, np.ndarray]],
         enc_out: list[torch.Tensor],
         group: list[tuple[int, torch.Tensor, int]],
-        texts: list[str],
+        texts: list[list[str]],
     ) -> None:
         n_max = max(n for _, _, n in group)
         emb = []
@@ -230,20 +267,68 @@ class StreamBatcher:
             look_back = merged["decoder_chunk_look_back"]
             if look_back > 0 or look_back == -1:
                 cache["opt"] = _split(merged["opt"], b)
-            texts[i] = self._tokens_to_text(out[b, :n])
+            texts[i] = self._tokens(out[b, :n])
 
-    def _tokens_to_text(self, am_scores: torch.Tensor) -> str:
-        from funasr.utils import postprocess_utils
-
+    def _tokens(self, am_scores: torch.Tensor) -> list[str]:
         model = self.model
         ids = [
             t
             for t in am_scores.argmax(dim=-1).tolist()
             if t not in (model.eos, model.sos, model.blank_id)
         ]
-        tokens = self.tokenizer.ids2tokens(ids)
-        text, _ = postprocess_utils.sentence_postprocess(tokens)
-        return text
+        return list(self.tokenizer.ids2tokens(ids))
+
+
+def postprocess(tokens: list[str]) -> str:
+    """FunASR's text from decoded tokens (what ParaformerStreaming.inference returns)."""
+    from funasr.utils import postprocess_utils
+
+    text, _ = postprocess_utils.sentence_postprocess(tokens)
+    return str(text)
+
+
+def cif_chunk(
+    predictor: torch.nn.Module, enc_out: list[torch.Tensor], caches: list[dict]
+) -> list[tuple[torch.Tensor, int]]:
+    """CifPredictorV2.forward_chunk (not final) for several sessions at once, each with its own
+    encoder cache: (acoustic embeddings (1, n, D), n) per session. The alphas come from one
+    stacked forward; the integrate-and-fire loop runs over time once for all sessions in
+    float32 numpy with FunASR's operations in FunASR's order, so every value is the same."""
+    p = predictor
+    h = torch.cat(enc_out, dim=0)
+    output = torch.relu(p.cif_conv1d(p.pad(h.transpose(1, 2)))).transpose(1, 2)
+    alphas = torch.sigmoid(p.cif_output(output))
+    alphas = torch.nn.functional.relu(alphas * p.smooth_factor - p.noise_threshold).squeeze(-1)
+    chunk_size = caches[0].get("chunk_size")
+    if chunk_size is not None:
+        alphas[:, : chunk_size[0]] = 0.0
+        alphas[:, sum(chunk_size[:2]) :] = 0.0
+    hidden = torch.cat([torch.cat([c["cif_hidden"] for c in caches], dim=0), h], dim=1)
+    alphas = torch.cat([torch.cat([c["cif_alphas"] for c in caches], dim=0), alphas], dim=1)
+    hid = hidden.detach().cpu().numpy().astype(np.float32, copy=False)
+    alp = alphas.detach().cpu().numpy().astype(np.float32, copy=False)
+    thr = np.float32(p.threshold)
+    batch, dim = hid.shape[0], hid.shape[2]
+    integrate = np.zeros(batch, np.float32)
+    frames = np.zeros((batch, dim), np.float32)
+    fired: list[list[np.ndarray]] = [[] for _ in range(batch)]
+    for t in range(alp.shape[1]):
+        a, ht = alp[:, t], hid[:, t, :]
+        fire = ~((a + integrate) < thr)
+        emit = frames + (thr - integrate)[:, None] * ht
+        integrate = np.where(fire, (integrate + a) - thr, integrate + a)
+        frames = np.where(fire[:, None], integrate[:, None] * ht, frames + a[:, None] * ht)
+        for b in np.flatnonzero(fire):
+            fired[b].append(emit[b])
+    out = []
+    for b, cache in enumerate(caches):
+        keep = frames[b] / integrate[b] if integrate[b] > 0.0 else frames[b]
+        cache["cif_alphas"] = torch.from_numpy(integrate[b : b + 1].copy()).reshape(1, 1)
+        cache["cif_hidden"] = torch.from_numpy(np.array(keep, np.float32)).reshape(1, 1, dim)
+        n = len(fired[b])
+        embeds = torch.from_numpy(np.stack(fired[b])[None]) if n else torch.empty(0)
+        out.append((embeds, n))
+    return out
 
 
 def _extract_fbank(frontend: Any, fcache: dict, sample: torch.Tensor) -> tuple[torch.Tensor, Any]:

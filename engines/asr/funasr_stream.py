@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _MS = SAMPLE_RATE // 1000
 _IDLE_KEEP = 3 * CHUNK_SAMPLES  # audio kept with no sentence open: VAD starts look back
+_FRAME_KEEP = 800  # fbank frames kept before that: frontends re-read up to ~400 samples back
 
 
 @dataclass
@@ -44,6 +45,7 @@ class FunAsrStream(StreamingAsr):
         self._hist = np.zeros(0, np.float32)
         self._hist_start = 0
         self._vad_cache = backend.new_vad_cache(options.max_sentence_silence_ms)
+        self._frames = backend.frame_store()  # fbank frames shared by the three frontends
         self._sentence: _Sentence | None = None
         self._index = 0
         self._done = False  # single_sentence finished, or finish() ran
@@ -83,6 +85,8 @@ class FunAsrStream(StreamingAsr):
         self._pending.clear()
         self._hist = np.zeros(0, np.float32)
         self._vad_cache = {}
+        if self._frames is not None:
+            self._frames.clear()
 
     # --- internals
     def _take(self, n: int) -> np.ndarray:
@@ -105,7 +109,8 @@ class FunAsrStream(StreamingAsr):
         self._pos += len(chunk)
         self._hist = np.concatenate([self._hist, chunk]) if len(chunk) else self._hist
         rms = float(np.sqrt(np.mean(np.square(chunk)))) if len(chunk) else 0.0
-        segments = await self._b.vad_step(self._vad_cache, chunk, final)
+        start = self._pos - len(chunk)
+        segments = await self._b.vad_step(self._vad_cache, chunk, final, self._frames, start)
         if self._closed:
             return
         for i, (beg, end) in enumerate(segments):
@@ -118,12 +123,15 @@ class FunAsrStream(StreamingAsr):
             if end >= 0 and self._sentence is not None and (not final or i < len(segments) - 1):
                 await self._close_sentence(end)
         s = self._sentence
+        # the 2-pass final decodes the last sentence right below: no partial for the tail
+        stream = not (final and self._b.has_offline)
         if s is not None and not self._closed and not self._done:
             if not s.index:
                 if self._gate(rms, open_sentence=False):
                     self._begin(s)
-                    await self._stream(s, self._audio(s.stream_from, self._pos))
-            elif self._gate(rms, open_sentence=True):
+                    if stream:
+                        await self._stream(s, self._audio(s.stream_from, self._pos))
+            elif stream and self._gate(rms, open_sentence=True):
                 await self._stream(s, chunk)
         self._trim()
         if final and s is not None and self._sentence is s and not self._closed:
@@ -153,7 +161,9 @@ class FunAsrStream(StreamingAsr):
             return
         if self._b.has_offline and not self.options.enable_intermediate_result:
             return  # no partials wanted and the final comes from the 2-pass decode
-        delta = await self._b.stream_step(s.cache, audio, False)
+        delta = await self._b.stream_step(
+            s.cache, audio, False, self._frames, self._pos - len(audio)
+        )
         s.fed_until = self._pos
         if self._closed or not delta:
             return
@@ -178,10 +188,12 @@ class FunAsrStream(StreamingAsr):
                 return
             self._begin(s)
         if self._b.has_offline:  # 2-pass: the offline model re-decodes the exact VAD span
-            text = await self._b.final_text(audio, None, self.options)
+            begin = max(s.begin_ms * _MS, self._hist_start)
+            text = await self._b.final_text(audio, None, self.options, self._frames, begin)
         else:  # streaming only: flush the rest of the sentence through the streaming model
             rest = self._audio(s.fed_until, end_ms * _MS)
-            tail = await self._b.stream_step(s.cache, rest, True)
+            start = max(s.fed_until, self._hist_start)
+            tail = await self._b.stream_step(s.cache, rest, True, self._frames, start)
             text = await self._b.final_text(None, s.text + tail, self.options)
         self._send(StreamEvent("end", s.index, time_ms=end_ms, begin_ms=s.begin_ms, text=text))
         if self.options.single_sentence:
@@ -196,3 +208,5 @@ class FunAsrStream(StreamingAsr):
         if cut > 0:
             self._hist = self._hist[cut:]
             self._hist_start = keep_from
+        if self._frames is not None:
+            self._frames.keep_from(keep_from - _FRAME_KEEP)
