@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from engines.asr.base import SAMPLE_RATE, AsrOptions, ModelNotFound, StreamEvent
-from engines.asr.funasr_backend import STREAM_CFG, FunAsrBackend
+from engines.asr.funasr_backend import STREAM_CFG, FunAsrBackend, _Step
 from engines.asr.funasr_batch import CHUNK_SAMPLES, StreamBatcher
 from engines.asr.funasr_text import hotword_arg, itn
 from funspeech.settings import Settings
@@ -386,3 +387,288 @@ def test_itn_and_hotword_strings() -> None:
         assert itn("一百二十三", "zh") == "一百二十三"  # documented no-op without wetext
     assert hotword_arg(["达摩院 魔搭", "http://x.y/h.txt", "words.txt"]) == "达摩院 魔搭"
     assert hotword_arg([]) is None
+
+
+# --- cross-session batching and shared features: every fast path equals FunASR's own path
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    """Utterances (the test clips, or tones) with pauses, rotated per seed."""
+    audio, _ = speech_audio()
+    return np.roll(audio, seed * 7919)[: int(seconds * SAMPLE_RATE)].copy()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality of caches: tensors bit for bit, lists/dicts element-wise."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if hasattr(a, "__dict__") and not isinstance(a, type):
+        return type(a) is type(b) and _same(vars(a), vars(b))
+    return bool(a == b)
+
+
+def test_vad_batched_step_equals_per_session_inference(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    assert backend.vad is not None and backend._vad_batcher is not None
+    n, chunks = 5, 14
+    audios = [_speechlike(chunks * 0.6, i) for i in range(n)]
+    ref = [backend.new_vad_cache(300 + 150 * i) for i in range(n)]
+    bat = [backend.new_vad_cache(300 + 150 * i) for i in range(n)]
+    stores = [backend.frame_store() for _ in range(n)]
+    out_ref: list[list] = [[] for _ in range(n)]
+    out_bat: list[list] = [[] for _ in range(n)]
+    batched = 0
+    for step in range(chunks + n):
+        ready = [i for i in range(n) if 0 <= step - i < chunks]  # staggered starts
+        items = []
+        for i in ready:
+            k = step - i
+            chunk = audios[i][k * CHUNK_SAMPLES : (k + 1) * CHUNK_SAMPLES]
+            res = backend.vad.infer(
+                [chunk], cache=ref[i], is_final=False, chunk_size=600, dynamic_silence=False
+            )
+            out_ref[i].append([(int(b), int(e)) for b, e in res[0]["value"]])
+            items.append(_Step(bat[i], chunk, False, stores[i], k * CHUNK_SAMPLES))
+        batched += sum(backend._vad_batcher.can_batch(it.cache, it.audio, it.final) for it in items)
+        for i, segs in zip(ready, backend._vad_batch(items), strict=True):
+            out_bat[i].append(segs)
+    assert batched >= n * (chunks - 2)  # the steady state really went through the batcher
+    assert out_bat == out_ref
+    assert sum(len(s) for segs in out_ref for s in segs) >= n  # end points happened
+    for r, b in zip(ref, bat, strict=True):  # and the caches FunASR goes on with are the same
+        assert _same(r["stats"], b["stats"]) and _same(r["encoder"], b["encoder"])
+        assert _same(r["frontend"], b["frontend"])
+
+
+def test_first_and_steady_stream_steps_batched_equal_inference(
+    tiny_models: dict[str, Path],
+) -> None:
+    """_stream_batch (first steps of 1-2 chunks batched after FunASR's own cache init, then
+    steady steps) against ParaformerStreaming.inference per session."""
+    backend = backend_for(tiny_models)
+    assert backend.streaming is not None
+    n = 4
+    audios = [_speechlike(6.0, i + 3) for i in range(n)]
+    ref: list[dict] = [{} for _ in range(n)]
+    bat: list[dict] = [{} for _ in range(n)]
+    stores = [backend.frame_store() for _ in range(n)]
+    vads = [backend.new_vad_cache(800) for _ in range(n)]
+    texts_ref: list[list[str]] = [[] for _ in range(n)]
+    texts_bat: list[list[str]] = [[] for _ in range(n)]
+    first = [1 + i % 2 for i in range(n)]  # chunks in each session's first step
+    pos = [0] * n
+    for step in range(7):
+        items, who = [], []
+        for i in range(n):
+            take = first[i] if step == 0 else 1
+            audio = audios[i][pos[i] : pos[i] + take * CHUNK_SAMPLES]
+            for k in range(take):  # the VAD fills the shared frames first, as in a stream
+                c = audio[k * CHUNK_SAMPLES : (k + 1) * CHUNK_SAMPLES]
+                start = pos[i] + k * CHUNK_SAMPLES
+                backend._vad_batch([_Step(vads[i], c, False, stores[i], start)])
+            res = backend.streaming.infer([audio], cache=ref[i], is_final=False, **STREAM_CFG)
+            texts_ref[i].append(res[0]["text"])
+            items.append(_Step(bat[i], audio, False, stores[i], pos[i]))
+            who.append(i)
+            pos[i] += len(audio)
+        for i, text in zip(who, backend._stream_batch(items), strict=True):
+            texts_bat[i].append(text)
+    assert texts_bat == texts_ref
+    assert sum(len(t) for texts in texts_ref for t in texts) > 0
+    for r, b in zip(ref, bat, strict=True):
+        assert _same(r["encoder"], b["encoder"]) and _same(r["decoder"], b["decoder"])
+    assert sum(s.hits for s in stores if s is not None) > 0  # frames came from the VAD's
+
+
+def test_cif_chunk_equals_funasr_predictor(tiny_models: dict[str, Path]) -> None:
+    from engines.asr.funasr_batch import cif_chunk
+
+    model = backend_for(tiny_models).streaming
+    assert model is not None
+    predictor = model.model.predictor
+    torch.manual_seed(3)
+    n, dim = 6, predictor.cif_output.in_features
+    ref = [{"chunk_size": [5, 10, 5], "cif_hidden": torch.zeros(1, 1, dim),
+            "cif_alphas": torch.zeros(1, 1)} for _ in range(n)]  # fmt: skip
+    bat = [dict(c) for c in ref]
+    fired = 0
+    for _ in range(8):
+        enc = [torch.randn(1, 20, dim) * 2 for _ in range(n)]
+        with torch.no_grad():
+            want = [predictor.forward_chunk(e, c) for e, c in zip(enc, ref, strict=True)]
+            got = cif_chunk(predictor, enc, bat)
+        for (embeds, tok, *_), (g_embeds, g_n), r, b in zip(want, got, ref, bat, strict=True):
+            assert int(tok.max()) == g_n
+            if g_n:
+                assert torch.equal(embeds[:, :g_n], g_embeds)
+            assert torch.equal(r["cif_hidden"], b["cif_hidden"])
+            assert torch.equal(r["cif_alphas"], b["cif_alphas"])
+            fired += g_n
+    assert fired > 0
+
+
+@pytest.mark.parametrize("role", ["vad", "streaming"])
+def test_online_frontend_equals_funasr_frontend(tiny_models: dict[str, Path], role: str) -> None:
+    from funasr.utils.load_utils import extract_fbank
+
+    from engines.asr.funasr_frontend import online_features
+
+    backend = backend_for(tiny_models)
+    model = backend.vad if role == "vad" else backend.streaming
+    assert model is not None
+    fe, with_wave = model.kwargs["frontend"], role == "vad"
+    audio = _speechlike(16.0, 5)
+    rng = np.random.default_rng(2)
+    ref: dict = {}
+    got: dict = {}
+    pos, fast = 0, 0
+    while pos < len(audio) - 20000:
+        size = CHUNK_SAMPLES if rng.random() < 0.7 else int(rng.integers(100, 20000))
+        x = torch.from_numpy(audio[pos : pos + size].copy())
+        pos += size
+        want, _ = extract_fbank(
+            [x],
+            data_type="sound",
+            frontend=fe,
+            cache=ref,
+            is_final=False,
+            return_waveform=with_wave,
+        )
+        out = online_features(fe, got, x, with_wave)
+        if out is None:
+            out, _ = extract_fbank(
+                [x], data_type="sound", frontend=fe, cache=got, is_final=False,
+                return_waveform=with_wave,
+            )  # fmt: skip
+        else:
+            fast += 1
+        assert torch.equal(want, out)
+        assert _same(ref, got)
+    assert fast >= 10
+
+
+def test_fast_fbank_matches_funasr_fbank() -> None:
+    from funasr.utils import fbank as funasr_fbank
+
+    from engines.asr.funasr_fbank import kaldi_fbank
+
+    opts = {"num_mel_bins": 80, "frame_length": 25, "frame_shift": 10, "dither": 0.0,
+            "energy_floor": 0.0, "window_type": "hamming", "sample_frequency": 16000}  # fmt: skip
+    for wave in (_speechlike(3.0, 1), np.zeros(9920, np.float32)):
+        x = torch.from_numpy(wave * 32768)[None]
+        want = funasr_fbank.fbank(x, **opts)
+        got = kaldi_fbank(x, **opts)
+        assert got is not None and got.shape == want.shape
+        assert float((got - want).abs().max()) < 1e-3  # float32 rounding of the same algorithm
+    for kind in ("povey", "hanning", "rectangular"):
+        x = torch.from_numpy(_speechlike(1.0, 2) * 32768)[None]
+        o = opts | {"window_type": kind, "num_mel_bins": 23}
+        got = kaldi_fbank(x, **o)
+        assert got is not None and float((got - funasr_fbank.fbank(x, **o)).abs().max()) < 1e-3
+    assert kaldi_fbank(x, **(opts | {"dither": 1.0})) is None  # not covered: FunASR computes
+
+
+@pytest.fixture
+def fbank_mode(request: pytest.FixtureRequest) -> Any:
+    """Sets the process-wide fbank implementation for one test, then back to the default."""
+    from engines.asr.funasr_fbank import install
+
+    install(fast=request.param)
+    yield request.param
+    install(fast=Settings().funasr_fbank == "fast")
+
+
+@pytest.mark.parametrize("fbank_mode", [True, False], indirect=True, ids=["fast", "funasr"])
+def test_frame_store_serves_exact_frames_and_checks_samples(fbank_mode: bool) -> None:
+    """A frame from the store equals the frame computed afresh from any span holding it."""
+    from funasr.frontends import wav_frontend
+
+    from engines.asr.funasr_fbank import FrameStore, Source, frames_from
+
+    kaldi = wav_frontend.kaldi
+    opts = {"num_mel_bins": 80, "frame_length": 25, "frame_shift": 10, "dither": 0.0,
+            "energy_floor": 0.0, "window_type": "hamming", "sample_frequency": 16000}  # fmt: skip
+    audio = torch.from_numpy(_speechlike(4.0, 4) * 32768)
+    store = FrameStore()
+    for k in range(5):  # the VAD's view: input_cache (320) + 9600 new samples per chunk
+        start = 0 if k == 0 else k * CHUNK_SAMPLES - 320
+        with frames_from(Source(store, start, start, write=True)):
+            kaldi.fbank(audio[start : (k + 1) * CHUNK_SAMPLES][None], **opts)
+    for start, size in ((9600, 9600), (19200 - 320, 9920), (2400, 30000), (160, 400)):
+        wave = audio[start : start + size][None]
+        hits = store.hits
+        with frames_from(Source(store, start - 400, start + 400)):
+            shared = kaldi.fbank(wave, **opts)
+        assert store.hits == hits + 1
+        assert torch.equal(shared, kaldi.fbank(wave, **opts))  # computed afresh
+    other = audio[9600:19200].clone()
+    other[500] += 1.0  # one sample differs: never served from the store
+    hits = store.hits
+    with frames_from(Source(store, 9600, 9600)):
+        kaldi.fbank(other[None], **opts)
+    assert store.hits == hits
+    store.keep_from(40000)
+    assert store.s0 >= 40000 - 160 and len(store.frames)
+
+
+def test_finals_are_decoded_alone(tiny_models: dict[str, Path]) -> None:
+    """A 2-pass final never depends on which other sessions ended a sentence with it."""
+    from engines.asr.funasr_backend import _Final
+
+    backend = backend_for(tiny_models)
+    audio = _speechlike(20.0, 6)
+    clips = [audio[s * 16000 : s * 16000 + (2 + s % 3) * 16000 + 977 * s] for s in range(5)]
+    opts = AsrOptions(enable_punctuation=False)
+    together = backend._final_batch([_Final(c, "", opts) for c in clips])
+    alone = [backend._final_batch([_Final(c, "", opts)])[0] for c in clips]
+    assert together == alone
+    assert together == [t.replace("<unk>", "") for t in backend._decode(clips, None, pad=False)]
+
+
+@pytest.mark.asyncio
+async def test_scheduler_gathers_batches_but_never_delays_a_lone_request() -> None:
+    from engines.asr.funasr_scheduler import BatchScheduler
+
+    calls: list[int] = []
+    live = {"n": 1}
+
+    async def run(fn: Any, items: list[int]) -> list[int]:
+        return fn(items)  # type: ignore[no-any-return]
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return [i * 2 for i in items]
+
+    sched = BatchScheduler("t", run, fn, max_batch=8, wait_s=0.5, target=lambda: live["n"])
+    t = time.monotonic()
+    assert await sched.submit(3) == 6
+    assert time.monotonic() - t < 0.1  # target 1: served at once
+    live["n"] = 4
+    t = time.monotonic()
+    results = await asyncio.gather(*(sched.submit(i) for i in range(4)))
+    assert results == [0, 2, 4, 6] and calls[-1] == 4  # one batch, as soon as all 4 came
+    assert time.monotonic() - t < 0.1
+    live["n"] = 10
+    t = time.monotonic()
+    assert await asyncio.gather(*(sched.submit(i) for i in range(3))) == [0, 2, 4]
+    assert 0.4 < time.monotonic() - t < 1.0 and calls[-1] == 3  # waited wait_s for more
+
+
+@pytest.mark.asyncio
+async def test_shared_fbank_frames_change_no_result(tiny_models: dict[str, Path]) -> None:
+    audio, _ = speech_audio()
+    shared, _ = await run_stream(backend_for(tiny_models), audio, AsrOptions())
+    alone, _ = await run_stream(
+        backend_for(tiny_models, funasr_share_fbank=False), audio, AsrOptions()
+    )
+    assert key(shared) == key(alone) and check_flow(shared)
+
+
+def test_capacity_is_calibrated_on_cpu(tiny_models: dict[str, Path]) -> None:
+    backend = backend_for(tiny_models)
+    assert backend._calibrated >= 2 and backend.capacity == backend._calibrated
+    assert backend_for(tiny_models, asr_max_sessions=7).capacity == 7

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -48,7 +49,12 @@ STREAM_CFG: dict[str, Any] = {
 }
 VAD_CHUNK_MS = 600
 UNK = "<unk>"  # the tokenizer's unknown-token text; never shown to clients
-DEFAULT_SESSIONS = {"cpu": 0, "cuda": 32}  # cpu: 0 -> one per core (see capacity)
+DEFAULT_SESSIONS = {"cpu": 0, "cuda": 32}  # cpu: 0 -> calibrated at load (see capacity)
+# CPU capacity calibration (see _calibrate): the share of one core the engine may plan to use,
+# and engine time per session and 600 ms chunk besides the model steps (bus messages, event
+# loop, session bookkeeping; measured ~1.5 ms on the tiny models, docs/benchmarks.md)
+CPU_BUDGET = 0.75
+SESSION_OVERHEAD_MS = 1.5
 
 
 @dataclass(slots=True)
@@ -106,6 +112,7 @@ class FunAsrBackend(AsrBackend):
         self._scheds: dict[str, BatchScheduler[Any, Any]] = {}
         self.share_fbank = False
         self._rt_executor: ThreadPoolExecutor | None = None
+        self._calibrated = 0
 
     # --- loading
     def _wanted(self) -> list[tuple[str, str]]:
@@ -135,6 +142,8 @@ class FunAsrBackend(AsrBackend):
             )
         if self.vad is not None:
             self._vad_batcher = VadBatcher(self.vad.model, dict(self.vad.kwargs))
+        if not st.asr_max_sessions:
+            self._calibrate()
         log.info(
             "fbank: %s, %s across the VAD / streaming / 2-pass frontends",
             "fast torch kaldi_fbank" if hooked and st.funasr_fbank == "fast" else "FunASR's own",
@@ -179,13 +188,57 @@ class FunAsrBackend(AsrBackend):
 
     @property
     def capacity(self) -> int:
-        """ASR_MAX_SESSIONS, else 32 on a GPU and one session per CPU core (paraformer-large's
-        streaming step is compute-bound on CPU; measure with bench/funasr_engine.py)."""
+        """ASR_MAX_SESSIONS, else 32 on a GPU and on a CPU what the load-time calibration
+        measured for these models (see _calibrate); one per core without a streaming model."""
         if self.settings.asr_max_sessions:
             return self.settings.asr_max_sessions
         if self.device.startswith("cuda"):
             return DEFAULT_SESSIONS["cuda"]
-        return max(2, os.cpu_count() or 1)
+        return self._calibrated or max(2, os.cpu_count() or 1)
+
+    def _calibrate(self) -> None:
+        """CPU capacity from the loaded models: time the realtime work of 8 synthetic sessions
+        (batched VAD + streaming steps, and a 2-pass final), add the per-session engine overhead
+        and fit as many sessions as CPU_BUDGET of one core carries (the engine's Python work
+        runs on one core). Logged; ASR_MAX_SESSIONS overrides it."""
+        if self.streaming is None or self.vad is None or self.device.startswith("cuda"):
+            return
+        n, steps, c = 8, 6, CHUNK_SAMPLES
+        t = np.arange(c * steps) / SAMPLE_RATE
+        rng = np.random.default_rng(0)
+        audio = 0.1 * np.sin(2 * np.pi * 220 * t) * (1.2 + np.sin(2 * np.pi * 3 * t))
+        audio = (audio + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+        vad = [self.new_vad_cache(800) for _ in range(n)]
+        caches: list[dict] = [{} for _ in range(n)]
+        stores = [self.frame_store() for _ in range(n)]
+        step_s = 0.0
+        for k in range(steps):
+            chunk = audio[k * c : (k + 1) * c]
+            t0 = time.thread_time()
+            self._vad_batch([_Step(vad[i], chunk, False, stores[i], k * c) for i in range(n)])
+            self._stream_batch([_Step(caches[i], chunk, False, stores[i], k * c) for i in range(n)])
+            if k >= steps // 2:
+                step_s += time.thread_time() - t0
+        step_ms = step_s * 1000 / (n * (steps - steps // 2))
+        final_ms = 0.0
+        if self.offline is not None:
+            t0 = time.thread_time()
+            self._final_batch([_Final(audio, "", AsrOptions())])
+            final_ms = (time.thread_time() - t0) * 1000
+        # a sentence end every ~8 chunks (~5 s); its frames are shared, this clip's are not
+        per_chunk = step_ms + final_ms / 8 + SESSION_OVERHEAD_MS
+        self._calibrated = max(2, int(CPU_BUDGET * 600 / per_chunk))
+        log.info(
+            "capacity %d realtime sessions: %.2f ms engine time per session and 600 ms chunk "
+            "(steps %.2f, 2-pass %.2f per 2.4 s, overhead %.1f) in %.0f%% of one core; "
+            "ASR_MAX_SESSIONS overrides",
+            self._calibrated,
+            per_chunk,
+            step_ms,
+            final_ms,
+            SESSION_OVERHEAD_MS,
+            CPU_BUDGET * 100,
+        )
 
     @property
     def has_streaming(self) -> bool:

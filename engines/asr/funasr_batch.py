@@ -296,8 +296,11 @@ def cif_chunk(
     float32 numpy with FunASR's operations in FunASR's order, so every value is the same."""
     p = predictor
     h = torch.cat(enc_out, dim=0)
-    output = torch.relu(p.cif_conv1d(p.pad(h.transpose(1, 2)))).transpose(1, 2)
-    alphas = torch.sigmoid(p.cif_output(output))
+    parts = []
+    for e in enc_out:  # per session: a stacked conv/linear may round differently
+        output = torch.relu(p.cif_conv1d(p.pad(e.transpose(1, 2)))).transpose(1, 2)
+        parts.append(torch.sigmoid(p.cif_output(output)))
+    alphas = torch.cat(parts, dim=0)
     alphas = torch.nn.functional.relu(alphas * p.smooth_factor - p.noise_threshold).squeeze(-1)
     chunk_size = caches[0].get("chunk_size")
     if chunk_size is not None:

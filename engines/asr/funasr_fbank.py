@@ -240,7 +240,7 @@ def _tables(opts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
         mat[b] = np.where(inside, np.where(mel <= center, up, down), 0.0)
     out = (
         torch.from_numpy(w.astype(np.float32)),
-        torch.from_numpy(np.ascontiguousarray(mat.T, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(mat.T.astype(np.float32), dtype=np.float64)),
         padded,
     )
     _fast_tables[key] = out
@@ -268,7 +268,9 @@ def kaldi_fbank(waveform: torch.Tensor, **kw: Any) -> torch.Tensor | None:
         frames = frames - coeff * torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
     spec = torch.fft.rfft(frames * window, n=padded)
     power = spec.real.square() + spec.imag.square()
-    energies = power[:, : padded // 2] @ mel
+    # in float64: a float32 matrix product rounds a row differently depending on how many
+    # rows it has, and a frame must come out the same whichever call computes it
+    energies = (power[:, : padded // 2].double() @ mel).float()
     return energies.clamp_min(torch.finfo(torch.float32).eps).log()
 
 
