@@ -10,7 +10,7 @@ import signal
 from aiohttp import web
 
 from bridge.app import create_app
-from funspeech.logs import setup_logging
+from funspeech.logs import settle_heap, setup_logging
 from funspeech.settings import Settings
 
 log = logging.getLogger("funspeech.bridge")
@@ -21,6 +21,7 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1)
     await site.start()
+    settle_heap()
     log.info("bridge listening on http://%s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

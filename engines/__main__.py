@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from engines.asr import create_asr_backend
 from engines.asr.base import ModelNotFound
 from engines.server import AsrEngine
-from funspeech.logs import setup_logging
+from funspeech.logs import settle_heap, setup_logging
 from funspeech.settings import Settings
 
 log = logging.getLogger("funspeech.engine")
@@ -31,6 +31,7 @@ async def serve(settings: Settings, device: str) -> int:
         log.error("cannot start the %s engine on %s: %s", settings.asr_backend, device, exc)
         log.debug("model load failure", exc_info=True)
         return 3
+    settle_heap()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
