@@ -238,12 +238,20 @@ def other_load(ours: list[int], seconds: float = 1.0) -> float:
 
 def wait_quiet(ours: list[int], limit: float, max_wait: float) -> float:
     """Wait (at most max_wait s) until other processes use < limit cores; the last figure."""
-    deadline = time.monotonic() + max_wait
+    start = time.monotonic()
+    said = -30.0
     while True:
         other = other_load(ours)
-        if other < limit or time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if other < limit or waited > max_wait:
+            if waited > 2:
+                print(
+                    f"     waited {waited:.0f} s for a quiet machine (others: {other * 100:.0f}%)"
+                )
             return other
-        print(f"     waiting for a quiet machine: others use {other * 100:.0f}% of a core")
+        if waited - said >= 30:
+            print(f"     waiting for a quiet machine: others use {other * 100:.0f}% of a core")
+            said = waited
 
 
 # ---------------------------------------------------------------- the load client
