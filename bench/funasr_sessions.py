@@ -357,10 +357,14 @@ class Heartbeats:
         await self.nc.subscribe(subjects.HEARTBEAT, cb=on)
 
     def snapshot(self) -> dict[str, float]:
+        """Batches and batched steps per scheduler, summed over the engines."""
         total: dict[str, float] = {}
         for load in self.load.values():
-            for k, v in load.items():
-                total[k] = total.get(k, 0.0) + v
+            for name in ("vad", "stream", "final"):
+                batches = load.get(f"{name}_batches", 0.0)
+                items = load.get(f"{name}_mean_batch", 0.0) * batches
+                total[f"{name}_batches"] = total.get(f"{name}_batches", 0.0) + batches
+                total[f"{name}_items"] = total.get(f"{name}_items", 0.0) + items
         return total
 
     async def close(self) -> None:
@@ -372,9 +376,7 @@ def mean_batch(before: dict[str, float], after: dict[str, float], name: str) -> 
     batches = after.get(f"{name}_batches", 0.0) - before.get(f"{name}_batches", 0.0)
     if batches <= 0:
         return float("nan")
-    mean_a = after.get(f"{name}_mean_batch", 0.0) * after.get(f"{name}_batches", 0.0)
-    mean_b = before.get(f"{name}_mean_batch", 0.0) * before.get(f"{name}_batches", 0.0)
-    return (mean_a - mean_b) / batches
+    return (after.get(f"{name}_items", 0.0) - before.get(f"{name}_items", 0.0)) / batches
 
 
 async def run_step(stack: Stack, n: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -306,8 +306,10 @@ def cif_chunk(
     if chunk_size is not None:
         alphas[:, : chunk_size[0]] = 0.0
         alphas[:, sum(chunk_size[:2]) :] = 0.0
-    hidden = torch.cat([torch.cat([c["cif_hidden"] for c in caches], dim=0), h], dim=1)
-    alphas = torch.cat([torch.cat([c["cif_alphas"] for c in caches], dim=0), alphas], dim=1)
+    carried_h = torch.cat([c["cif_hidden"] for c in caches], dim=0).to(h.device)
+    carried_a = torch.cat([c["cif_alphas"] for c in caches], dim=0).to(alphas.device)
+    hidden = torch.cat([carried_h, h], dim=1)
+    alphas = torch.cat([carried_a, alphas], dim=1)
     hid = hidden.detach().cpu().numpy().astype(np.float32, copy=False)
     alp = alphas.detach().cpu().numpy().astype(np.float32, copy=False)
     thr = np.float32(p.threshold)
@@ -328,8 +330,11 @@ def cif_chunk(
         keep = frames[b] / integrate[b] if integrate[b] > 0.0 else frames[b]
         cache["cif_alphas"] = torch.from_numpy(integrate[b : b + 1].copy()).reshape(1, 1)
         cache["cif_hidden"] = torch.from_numpy(np.array(keep, np.float32)).reshape(1, 1, dim)
+        if h.device.type != "cpu":  # where FunASR keeps them (it moves them itself, too)
+            cache["cif_alphas"] = cache["cif_alphas"].to(h.device)
+            cache["cif_hidden"] = cache["cif_hidden"].to(h.device)
         n = len(fired[b])
-        embeds = torch.from_numpy(np.stack(fired[b])[None]) if n else torch.empty(0)
+        embeds = torch.from_numpy(np.stack(fired[b])[None]).to(h.device) if n else torch.empty(0)
         out.append((embeds, n))
     return out
 

@@ -135,12 +135,15 @@ class VadBatcher:
         stats.frm_cnt += scores.shape[1]
         stats.scores = scores if stats.scores is None else torch.cat((stats.scores, scores), dim=1)
         scores_t = stats.scores
-        view = stats.scores = scores_t.numpy().view(_Scores)
+        view = stats.scores = scores_t.detach().cpu().numpy().view(_Scores)
         try:
             model.DetectCommonFrames(cache=cache)
         finally:  # back to torch; a drop of old frames (ResetDetection) replaced the array
             left = stats.scores
-            stats.scores = scores_t if left is view else torch.from_numpy(np.asarray(left))
+            if left is view:
+                stats.scores = scores_t
+            else:
+                stats.scores = torch.from_numpy(np.asarray(left)).to(scores_t.device)
         model.DropCachedFrames(stats.data_buf_start_frame, cache=cache)
         segment_batch = []
         buf = stats.output_data_buf
