@@ -11,18 +11,25 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from bus import subjects
 from bus.schemas import EngineInfo, decode
+from bus.subjects import HEARTBEAT_S, PING_TIMEOUT_S, SUSPECT_AFTER_S, Subjects, Task
 
 log = logging.getLogger("funspeech.bus")
 
 
 class EngineDirectory:
-    def __init__(self, nc: Client, on_engine_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        on_engine_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._nc = nc
+        self._subjects = subjects
         self._on_lost = on_engine_lost
         self._engines: dict[str, EngineInfo] = {}
         self._seen: dict[str, float] = {}
@@ -32,8 +39,8 @@ class EngineDirectory:
         self._monitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(subjects.HEARTBEAT, cb=self._on_heartbeat)
-        await self._nc.publish(subjects.DISCOVER, b"")
+        self._sub = await self._nc.subscribe(self._subjects.heartbeat, cb=self._on_heartbeat)
+        await self._nc.publish(self._subjects.discover, b"")
         self._monitor = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -42,22 +49,28 @@ class EngineDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         if self._sub:
-            await self._sub.unsubscribe()
+            with contextlib.suppress(NatsError):
+                await self._sub.unsubscribe()
 
-    def engines(self) -> list[EngineInfo]:
-        return list(self._engines.values())
+    def engines(self, task: Task | None = None) -> list[EngineInfo]:
+        return [e for e in self._engines.values() if task is None or e.task == task]
 
-    def has_engines(self) -> bool:
-        return bool(self._engines)
+    def get(self, engine_id: str) -> EngineInfo | None:
+        return self._engines.get(engine_id)
 
-    def model_ids(self) -> set[str]:
-        return {m.id for e in self._engines.values() for m in e.models}
+    def has_engines(self, task: Task = "asr") -> bool:
+        return any(e.task == task for e in self._engines.values())
 
-    def candidates(self, model: str | None, exclude: set[str]) -> list[EngineInfo]:
-        """Engines that may take a session, least loaded first."""
+    def model_ids(self, task: Task = "asr") -> set[str]:
+        return {m.id for e in self.engines(task) for m in e.models}
+
+    def candidates(
+        self, task: Task, model: str | None = None, exclude: set[str] | None = None
+    ) -> list[EngineInfo]:
+        """Engines of `task` that may take a session, least loaded first."""
         ready = []
-        for e in self._engines.values():
-            if e.draining or e.id in exclude or e.capacity <= 0:
+        for e in self.engines(task):
+            if e.draining or e.capacity <= 0 or (exclude and e.id in exclude):
                 continue
             if model and all(m.id != model for m in e.models):
                 continue
@@ -75,12 +88,22 @@ class EngineDirectory:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def wait_for(self, count: int = 1, timeout: float = 30.0) -> list[EngineInfo]:
-        """Wait until at least `count` engines are live."""
+    async def wait_for(
+        self,
+        count: int = 1,
+        timeout: float = 30.0,
+        task: Task | None = None,
+        where: Callable[[EngineInfo], bool] | None = None,
+    ) -> list[EngineInfo]:
+        """Wait until at least `count` live engines (of `task`, matching `where`) are known."""
+
+        def matching() -> list[EngineInfo]:
+            return [e for e in self.engines(task) if where is None or where(e)]
+
         async with asyncio.timeout(timeout):
-            while len(self._engines) < count:
+            while len(matching()) < count:
                 await self.wait_change(0.5)
-        return self.engines()
+        return matching()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         info = decode(EngineInfo, msg.data)
@@ -94,21 +117,25 @@ class EngineDirectory:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(subjects.HEARTBEAT_S / 2)
+            await asyncio.sleep(HEARTBEAT_S / 2)
             now = time.monotonic()
-            silent = [i for i, t in self._seen.items() if now - t > subjects.SUSPECT_AFTER_S]
+            silent = [i for i, t in self._seen.items() if now - t > SUSPECT_AFTER_S]
             for engine_id in silent:
                 if not await self._ping(engine_id):
                     log.warning("engine %s stopped responding; dropping it", engine_id)
                     self._forget(engine_id)
 
     async def _ping(self, engine_id: str) -> bool:
+        info = self._engines.get(engine_id)
+        if info is None:
+            return False
+        subject = self._subjects.engine(info.task, engine_id, "ping")
         try:
-            await self._nc.request(
-                subjects.asr_ping(engine_id), b"", timeout=subjects.PING_TIMEOUT_S
-            )
+            await self._nc.request(subject, b"", timeout=PING_TIMEOUT_S)
         except (NatsTimeout, NoRespondersError):
             return False
+        except NatsError:  # our own connection is down: we can't tell, keep the engine
+            return True
         self._seen[engine_id] = time.monotonic()
         return True
 
