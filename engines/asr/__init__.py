@@ -1,4 +1,6 @@
-"""ASR backends. Each is a module behind engines.asr.base.AsrBackend."""
+"""ASR backends, each a package behind engines.asr.base.AsrBackend: light/ (faster-whisper,
+the default) and funasr/ (FunASR). Shared by both: base.py (the interface), buffer.py (a
+stream's audio), chinese.py (the script of Chinese results)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ if TYPE_CHECKING:
 
 
 def create_asr_backend(settings: Settings, device: str, executor: Executor) -> AsrBackend:
-    """The backend ASR_BACKEND names; heavy imports happen only for the one chosen."""
+    """The backend ASR_BACKEND names, given its own settings slice; heavy imports happen only
+    for the one chosen."""
     if settings.asr_backend == "funasr":
-        from engines.asr.funasr_backend import FunAsrBackend
+        from engines.asr.funasr import FunAsrBackend
 
-        return FunAsrBackend(settings, device, executor)
+        return FunAsrBackend(settings.funasr(), device, executor)
     from engines.asr.light import LightAsrBackend
 
-    return LightAsrBackend(settings, device, executor)
+    return LightAsrBackend(settings.light_asr(), device, executor)

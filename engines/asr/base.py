@@ -11,84 +11,18 @@ import abc
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from bus.schemas import AsrEvent, AsrParams, ModelDesc
+
 SAMPLE_RATE = 16000
 
-
-@dataclass(slots=True)
-class Word:
-    text: str
-    begin_ms: int
-    end_ms: int
-
-
-@dataclass(slots=True)
-class Segment:
-    """One recognised sentence with its place in the audio (ms from the start of the stream)."""
-
-    text: str
-    begin_ms: int
-    end_ms: int
-    confidence: float | None = None
-    words: list[Word] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class AsrOptions:
-    """Per-session / per-request recognition options (NLS names in comments)."""
-
-    model: str | None = None  # customization_id; None = the backend's default model
-    language: str | None = None  # e.g. "zh", "en"; None = detect
-    max_sentence_silence_ms: int = 800  # max_sentence_silence: VAD end-point silence
-    enable_intermediate_result: bool = True  # partial results while a sentence is open
-    enable_punctuation: bool = True  # enable_punctuation_prediction
-    enable_itn: bool = False  # enable_inverse_text_normalization
-    enable_words: bool = False  # word timestamps in each sentence
-    enable_voice_detection: bool = False  # one-shot only: VAD segmentation before decoding
-    hotwords: list[str] = field(default_factory=list)
-    single_sentence: bool = False  # SpeechRecognizer: the first end point ends the stream
-
-
-EventKind = Literal["begin", "partial", "end"]
-
-
-@dataclass(slots=True)
-class StreamEvent:
-    """What a stream reports. index counts sentences from 1.
-
-    begin:   a sentence started at begin_ms.
-    partial: text so far of the open sentence; time_ms = audio processed so far.
-    end:     the final text of the sentence; begin_ms..time_ms is its span.
-    """
-
-    kind: EventKind
-    index: int
-    time_ms: int
-    begin_ms: int = 0
-    text: str = ""
-    confidence: float | None = None
-    words: list[Word] = field(default_factory=list)
-
-
-Emit = Callable[[StreamEvent], None]
-
-
-@dataclass(slots=True)
-class ModelInfo:
-    """A model as /stream/v1/asr/models lists it."""
-
-    id: str
-    name: str
-    languages: list[str]
-    description: str = ""
-    default: bool = False
-    supports_realtime: bool = True
-    offline_path: str | None = None
-    realtime_path: str | None = None
+# Backends speak the bus types (bus/schemas.py): AsrParams in, AsrEvent out. A stream emits
+#   begin:   a sentence (index from 1) started at begin_ms;
+#   partial: text so far of the open sentence; time_ms = audio processed so far;
+#   end:     the final text of the sentence; begin_ms..time_ms is its span.
+Emit = Callable[[AsrEvent], None]
 
 
 class StreamingAsr(abc.ABC):
@@ -103,7 +37,7 @@ class StreamingAsr(abc.ABC):
         """End of audio: decode everything still buffered (the tail is never dropped),
         emit the last events, return when no more will come."""
 
-    def control(self, options: AsrOptions) -> None:  # noqa: B027 - optional hook
+    def control(self, options: AsrParams) -> None:  # noqa: B027 - optional hook
         """Apply changed options mid-stream (NLS ControlTranscriber)."""
 
     @abc.abstractmethod
@@ -121,7 +55,7 @@ class AsrBackend(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def models(self) -> list[ModelInfo]: ...
+    def models(self) -> list[ModelDesc]: ...
 
     @property
     @abc.abstractmethod
@@ -132,11 +66,12 @@ class AsrBackend(abc.ABC):
     def load(self) -> None: ...
 
     @abc.abstractmethod
-    def open_stream(self, options: AsrOptions, emit: Emit) -> StreamingAsr: ...
+    def open_stream(self, options: AsrParams, emit: Emit) -> StreamingAsr: ...
 
     @abc.abstractmethod
-    async def transcribe(self, audio: np.ndarray, options: AsrOptions) -> list[Segment]:
-        """One-shot recognition of a whole recording (float32, 16 kHz)."""
+    async def transcribe(self, audio: np.ndarray, options: AsrParams) -> list[AsrEvent]:
+        """One-shot recognition of a whole recording (float32, 16 kHz): one `end` event per
+        segment, `index` from 1, `begin_ms`..`time_ms` its span."""
 
     def stats(self) -> dict[str, float]:
         """Live load figures for discovery (e.g. decode queue depth)."""

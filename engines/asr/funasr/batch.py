@@ -1,15 +1,16 @@
 """Cross-session batching for FunASR's streaming Paraformer.
 
 `ParaformerStreaming.inference` asserts batch size 1: one session's cache per call. This module
-runs one 600 ms step for several sessions at once with FunASR's own layers: fbank, positional
-encoding and the CIF predictor stay per session (they are sequential or own per-session state),
-the encoder and decoder layers run once over the stacked sessions, with each session's layer
-caches stacked along the batch dimension and split back afterwards. Results equal the
-per-session `inference` call (tests check this).
+runs one streaming step (one chunk: 600 ms by default, FUNASR_CHUNK_MS) for several sessions at
+once with FunASR's own layers: fbank, positional encoding and the CIF predictor stay per
+session (they are sequential or own per-session state), the encoder and decoder layers run once
+over the stacked sessions, with each session's layer caches stacked along the batch dimension
+and split back afterwards. Results equal the per-session `inference` call within float
+rounding (tests check this).
 
 Only the steady state is batched: a cache that is already initialised, no carried samples,
-exactly one 9,600-sample chunk and not the final flush. Anything else goes through the model's
-own `inference`, one session at a time.
+exactly one chunk and not the final flush. Anything else goes through the model's own
+`inference`, one session at a time.
 """
 
 from __future__ import annotations
@@ -20,48 +21,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.asr.funasr_fbank import Source, frames_from
-from engines.asr.funasr_frontend import online_features
+from engines.asr.funasr.caches import cache_signature, stack_caches, unstack_cache
+from engines.asr.funasr.fbank import Source, frames_from
+from engines.asr.funasr.frontend import online_features
 
-CHUNK_SAMPLES = 9600
-
-
-def _signature(obj: Any) -> Any:
-    """Shape key of a cache tree: caches batch together only when their shapes agree."""
-    if obj is None:
-        return None
-    if isinstance(obj, torch.Tensor):
-        return tuple(obj.shape[1:])
-    if isinstance(obj, dict):
-        return tuple((k, _signature(v)) for k, v in sorted(obj.items()))
-    if isinstance(obj, list | tuple):
-        return tuple(_signature(v) for v in obj)
-    return obj
+FRAME_SAMPLES = 960  # one encoder frame (LFR 6 x 10 ms at 16 kHz): FunASR's chunk unit
+LOOKAHEAD_FRAMES = 5  # 300 ms look-ahead, as in FunASR's default chunk_size [0, 10, 5]
+ENCODER_LOOK_BACK = 4  # chunks of encoder context kept (FunASR's recommended 4)
+DECODER_LOOK_BACK = 1
 
 
-def _merge(objs: list[Any]) -> Any:
-    first = objs[0]
-    if first is None:
-        return None
-    if isinstance(first, torch.Tensor):
-        return torch.cat(objs, dim=0)
-    if isinstance(first, dict):
-        return {k: _merge([o[k] for o in objs]) for k in first}
-    if isinstance(first, list):
-        return [_merge([o[i] for o in objs]) for i in range(len(first))]
-    return first
+def stream_config(chunk_ms: int) -> dict[str, Any]:
+    """The streaming Paraformer's step options for one chunk of `chunk_ms` (a multiple of 60):
+    600 -> chunk_size [0, 10, 5] (FunASR's default), 240 -> [0, 4, 5] (the earlier FunSpeech's
+    240 ms cadence). The look-ahead stays 300 ms; the chunk sets how often partials come."""
+    frames = chunk_ms * 16 // FRAME_SAMPLES
+    if frames < 1 or frames * FRAME_SAMPLES != chunk_ms * 16:
+        raise ValueError(f"streaming chunk {chunk_ms} ms is not a multiple of 60 ms")
+    return {
+        "chunk_size": [0, frames, LOOKAHEAD_FRAMES],
+        "encoder_chunk_look_back": ENCODER_LOOK_BACK,
+        "decoder_chunk_look_back": DECODER_LOOK_BACK,
+    }
 
 
-def _split(obj: Any, i: int) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, torch.Tensor):
-        return obj[i : i + 1]
-    if isinstance(obj, dict):
-        return {k: _split(v, i) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_split(v, i) for v in obj]
-    return obj
+def chunk_samples(cfg: dict[str, Any]) -> int:
+    """Samples of one streaming step for a stream_config()."""
+    return int(cfg["chunk_size"][1]) * FRAME_SAMPLES
 
 
 def _decoder_is_causal(decoder: torch.nn.Module) -> bool:
@@ -81,6 +67,7 @@ class StreamBatcher:
     def __init__(self, model: torch.nn.Module, kwargs: dict[str, Any]) -> None:
         self.model = model
         self.kwargs = kwargs
+        self.chunk_samples = chunk_samples(kwargs)
         self.frontend = kwargs["frontend"]
         self.tokenizer = kwargs["tokenizer"]
         self.device = kwargs["device"]
@@ -106,7 +93,7 @@ class StreamBatcher:
         return (
             self.supported
             and not is_final
-            and len(audio) == CHUNK_SAMPLES
+            and len(audio) == self.chunk_samples
             and "encoder" in cache
             and len(cache["prev_samples"]) == 0
             and not cache["encoder"]["tail_chunk"]
@@ -116,14 +103,14 @@ class StreamBatcher:
     def step(
         self, items: list[tuple[dict, np.ndarray]], sources: list[tuple[Source, ...]] | None = None
     ) -> list[str]:
-        """One 600 ms step for each (cache, audio); returns the text decoded per item."""
+        """One streaming step for each (cache, audio); returns the text decoded per item."""
         return [postprocess(tokens) for tokens in self.step_tokens(items, sources)]
 
     @torch.no_grad()
     def step_tokens(
         self, items: list[tuple[dict, np.ndarray]], sources: list[tuple[Source, ...]] | None = None
     ) -> list[list[str]]:
-        """One 600 ms step for each (cache, audio); returns the tokens decoded per item.
+        """One streaming step for each (cache, audio); returns the tokens decoded per item.
         sources: per item, where its fbank frames may already be (funasr_fbank)."""
         feats = []
         for i, (cache, audio) in enumerate(items):
@@ -132,7 +119,7 @@ class StreamBatcher:
         enc_out: list[torch.Tensor] = [torch.empty(0)] * len(items)
         groups: dict[Any, list[int]] = defaultdict(list)
         for i, (cache, _) in enumerate(items):
-            groups[(tuple(feats[i].shape), _signature(cache["encoder"]["opt"]))].append(i)
+            groups[(tuple(feats[i].shape), cache_signature(cache["encoder"]["opt"]))].append(i)
         for idx in groups.values():
             outs = self._encode([items[i][0]["encoder"] for i in idx], [feats[i] for i in idx])
             for i, out in zip(idx, outs, strict=True):
@@ -190,14 +177,14 @@ class StreamBatcher:
         chunk_size = caches[0]["chunk_size"]
         look_back = caches[0]["encoder_chunk_look_back"]
         old = caches[0]["opt"]
-        merged = [None] * len(layers) if old is None else _merge([c["opt"] for c in caches])
+        merged = [None] * len(layers) if old is None else stack_caches([c["opt"] for c in caches])
         for li, layer in enumerate(layers):
             xs, merged[li] = layer.forward_chunk(xs, merged[li], chunk_size, look_back)
         if enc.normalize_before:
             xs = enc.after_norm(xs)
         if look_back > 0 or look_back == -1:
             for b, c in enumerate(caches):
-                c["opt"] = _split(merged, b)
+                c["opt"] = unstack_cache(merged, b)
         return [xs[b : b + 1] for b in range(len(caches))]
 
     def _decode(
@@ -214,8 +201,8 @@ class StreamBatcher:
             self._trim_fsmn(dec_cache)
             key = (
                 tuple(enc_out[i].shape),
-                _signature(dec_cache["decode_fsmn"]),
-                _signature(dec_cache["opt"]),
+                cache_signature(dec_cache["decode_fsmn"]),
+                cache_signature(dec_cache["opt"]),
                 None if self.causal_decoder else n,
             )
             groups[key].append(entry)
@@ -249,10 +236,12 @@ class StreamBatcher:
             emb.append(e)
         caches = [items[i][0]["decoder"] for i, _, _ in group]
         merged = {
-            "decode_fsmn": _merge([c["decode_fsmn"] for c in caches])
+            "decode_fsmn": stack_caches([c["decode_fsmn"] for c in caches])
             if caches[0]["decode_fsmn"] is not None
             else None,
-            "opt": _merge([c["opt"] for c in caches]) if caches[0]["opt"] is not None else None,
+            "opt": stack_caches([c["opt"] for c in caches])
+            if caches[0]["opt"] is not None
+            else None,
             "chunk_size": caches[0]["chunk_size"],
             "decoder_chunk_look_back": caches[0]["decoder_chunk_look_back"],
         }
@@ -260,13 +249,13 @@ class StreamBatcher:
         out = self.model.decoder.forward_chunk(memory, torch.cat(emb, dim=0), merged)
         out = torch.log_softmax(out, dim=-1)
         for b, ((i, _, n), cache) in enumerate(zip(group, caches, strict=True)):
-            fsmn = _split(merged["decode_fsmn"], b)
+            fsmn = unstack_cache(merged["decode_fsmn"], b)
             if n < n_max:  # drop the padded trailing frames from the FSMN caches
                 fsmn = [None if f is None else f[:, :, : f.size(2) - (n_max - n)] for f in fsmn]
             cache["decode_fsmn"] = fsmn
             look_back = merged["decoder_chunk_look_back"]
             if look_back > 0 or look_back == -1:
-                cache["opt"] = _split(merged["opt"], b)
+                cache["opt"] = unstack_cache(merged["opt"], b)
             texts[i] = self._tokens(out[b, :n])
 
     def _tokens(self, am_scores: torch.Tensor) -> list[str]:

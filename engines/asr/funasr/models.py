@@ -19,14 +19,9 @@ from typing import Any
 import numpy as np
 
 from engines.asr.base import ModelNotFound
+from engines.model_paths import ambiguous_snapshots, candidate_dirs
 
 log = logging.getLogger(__name__)
-
-
-def candidate_dirs(value: str, modelscope_path: str) -> list[Path]:
-    """Where a model setting may live: the value as a path, then the ModelScope cache."""
-    base = Path(modelscope_path).expanduser()
-    return [Path(value).expanduser(), base / value, base / "models" / value]
 
 
 def _weights_file(model_dir: Path) -> Path:
@@ -59,6 +54,13 @@ def resolve_model_dir(setting: str, value: str, modelscope_path: str) -> Path:
         if not weights.is_file():
             raise ModelNotFound(f"{setting.upper()}={value!r}: weights file {weights} is missing")
         return path.resolve()
+    revisions = ambiguous_snapshots(value, modelscope_path)
+    if revisions:
+        raise ModelNotFound(
+            f"{setting.upper()}={value!r}: several cached revisions and none is master or main: "
+            + ", ".join(str(p) for p in revisions)
+            + f"; set {setting.upper()} to the directory of the one to use"
+        )
     raise ModelNotFound(
         f"{setting.upper()}={value!r} not found; looked at: "
         + ", ".join(str(p) for p in looked)

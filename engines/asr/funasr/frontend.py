@@ -1,11 +1,11 @@
-"""FunASR's streaming frontend (WavFrontendOnline) for one steady-state 600 ms chunk, without
-its per-call overhead.
+"""FunASR's streaming frontend (WavFrontendOnline) for one steady-state chunk, without its
+per-call overhead.
 
 `extract_fbank(..., frontend=WavFrontendOnline)` runs `WavFrontendOnline.forward`: fbank of the
 new samples (plus those carried over), LFR splicing with the carried frames, CMVN, and the
 bookkeeping of the carried samples and frames in the cache. Per call it also pads one-element
 batches, deep-copies tensors and tiles the CMVN vectors to the chunk's length, which costs
-more than the arithmetic for a 600 ms chunk. `online_features` does the same steps for the one
+more than the arithmetic for a 240-600 ms chunk. `online_features` does the same steps for the one
 case a running session is in (one stream, not the final chunk, the splice cache initialised,
 enough frames for one LFR frame) with the same operations on the same values, so its features
 and the cache it leaves are identical (tests compare both, tensor by tensor). Any other case

@@ -1,17 +1,17 @@
 """Cross-session batching for FunASR's streaming FSMN-VAD.
 
-`FsmnVADStreaming.inference` takes one session's cache per call. Per 600 ms chunk it runs the
-frontend (fbank, LFR, CMVN), scores the frames with the FSMN encoder (a stack of small linear
-layers and left-context 1-D convolutions whose context is the cache), then walks its end-point
-state machine frame by frame. This module does the same steady-state step for several sessions
-with FunASR's own pieces, in the same order, except that the FSMN encoder runs once over the
-stacked sessions (their layer caches stacked along the batch dimension and split back
-afterwards, as funasr_batch.py does for the Paraformer encoder). The frontend and the state
+`FsmnVADStreaming.inference` takes one session's cache per call. Per chunk (600 ms by default)
+it runs the frontend (fbank, LFR, CMVN), scores the frames with the FSMN encoder (a stack of
+small linear layers and left-context 1-D convolutions whose context is the cache), then walks
+its end-point state machine frame by frame. This module does the same steady-state step for
+several sessions with FunASR's own pieces, in the same order, except that the FSMN encoder runs
+once over the stacked sessions (their layer caches stacked along the batch dimension and split back
+afterwards, as batch.py does for the Paraformer encoder). The frontend and the state
 machine stay per session: they are sequential or keep per-session state. Segments equal the
 per-session `inference` call (tests check this).
 
 Only the steady state is batched: an initialised cache, no carried samples, exactly one
-600 ms chunk and not the final flush. Anything else goes through the model's own `inference`.
+chunk and not the final flush. Anything else goes through the model's own `inference`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.asr.funasr_batch import _merge, _signature, _split
-from engines.asr.funasr_fbank import Source, frames_from
-from engines.asr.funasr_frontend import online_features
-
-CHUNK_MS = 600
+from engines.asr.funasr.caches import cache_signature, stack_caches, unstack_cache
+from engines.asr.funasr.fbank import Source, frames_from
+from engines.asr.funasr.frontend import online_features
 
 
 class _Scores(np.ndarray):
@@ -41,11 +39,11 @@ class _Scores(np.ndarray):
 class VadBatcher:
     """Runs steady-state VAD steps of several sessions with one FSMN encoder forward."""
 
-    def __init__(self, model: torch.nn.Module, kwargs: dict[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, kwargs: dict[str, Any], chunk_ms: int) -> None:
         self.model = model
         self.frontend = kwargs["frontend"]
         self.device = kwargs["device"]
-        self.chunk_samples = int(CHUNK_MS * self.frontend.fs / 1000)
+        self.chunk_samples = int(chunk_ms * self.frontend.fs / 1000)
         enc = model.encoder
         self.layer_keys = [f"cache_layer_{i}" for i in range(len(getattr(enc, "fsmn", [])))]
         self.supported = (
@@ -70,7 +68,7 @@ class VadBatcher:
     def step(
         self, items: list[tuple[dict, np.ndarray]], sources: list[tuple[Source, ...]] | None = None
     ) -> list[list[tuple[int, int]]]:
-        """One 600 ms VAD step for each (cache, chunk); returns [(beg, end)] per item in ms,
+        """One VAD step for each (cache, chunk); returns [(beg, end)] per item in ms,
         -1 for an open side, as FsmnVADStreaming.inference's `value`. sources: per item, its
         session's fbank frame store (funasr_fbank)."""
         from funasr.utils.load_utils import extract_fbank
@@ -106,14 +104,14 @@ class VadBatcher:
         groups: dict[Any, list[int]] = defaultdict(list)
         for i, (cache, _) in enumerate(items):
             if feats[i].numel() > 0:
-                groups[(tuple(feats[i].shape[1:]), _signature(cache["encoder"]))].append(i)
+                groups[(tuple(feats[i].shape[1:]), cache_signature(cache["encoder"]))].append(i)
         for idx in groups.values():
             caches = [items[i][0]["encoder"] for i in idx]
-            merged = _merge(caches)
+            merged = stack_caches(caches)
             out = model.encoder(torch.cat([feats[i] for i in idx], dim=0), cache=merged)
             for b, i in enumerate(idx):
                 for key in self.layer_keys:
-                    caches[b][key] = _split(merged[key], b).clone()
+                    caches[b][key] = unstack_cache(merged[key], b).clone()
                 scores[i] = out[b : b + 1]
         results = []
         for i, (cache, _) in enumerate(items):

@@ -3,7 +3,7 @@
 One realtime session's audio goes through three FunASR frontends: FSMN-VAD's, the streaming
 Paraformer's and (at each sentence end) the offline Paraformer's. All three compute the same
 Kaldi fbank (80 mels, 25/10 ms frames, no dither) of the same samples, on the same 10 ms grid:
-the VAD from the start of the stream, the streaming model from a 600 ms boundary, the offline
+the VAD from the start of the stream, the streaming model from a chunk boundary, the offline
 model from a VAD start time (10 ms units). A Kaldi fbank frame depends only on the 400 samples
 of its window, so a frame computed once can stand in for every later computation of it,
 bit for bit (tests check the frames and the recognition results against FunASR's own path).
@@ -42,6 +42,36 @@ log = logging.getLogger(__name__)
 _local = threading.local()
 
 
+class _Run:
+    """A float32 array that grows at its end and is cut at its start without copying what it
+    holds at every append (FrameStore extends its run every chunk of every session)."""
+
+    def __init__(self) -> None:
+        self._buf = np.zeros(0, np.float32)
+        self._lo = self._hi = 0
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._buf[self._lo : self._hi]
+
+    def reset(self, data: np.ndarray) -> None:
+        self._buf = np.array(data, np.float32)
+        self._lo, self._hi = 0, len(data)
+
+    def extend(self, data: np.ndarray) -> None:
+        n = len(data)
+        if self._hi + n > len(self._buf):  # full: move the live part into a fresh, larger array
+            live = self._hi - self._lo
+            grown = np.empty((2 * (live + n), *self._buf.shape[1:]), np.float32)
+            grown[:live] = self._buf[self._lo : self._hi]
+            self._buf, self._lo, self._hi = grown, 0, live
+        self._buf[self._hi : self._hi + n] = data
+        self._hi += n
+
+    def drop(self, n: int) -> None:
+        self._lo = min(self._lo + n, self._hi)
+
+
 class FrameStore:
     """A contiguous run of one session's fbank frames and the (scaled) samples they came from:
     frames[k] is the frame whose window starts at absolute sample s0 + k * shift."""
@@ -51,10 +81,18 @@ class FrameStore:
         self.shift = 0
         self.win = 0
         self.s0 = 0
-        self.samples = np.zeros(0, np.float32)
-        self.frames = np.zeros((0, 0), np.float32)
+        self._samples = _Run()
+        self._frames = _Run()
         self.hits = 0
         self.misses = 0
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self._samples.data
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self._frames.data
 
     @property
     def end_frame_sample(self) -> int:
@@ -66,21 +104,22 @@ class FrameStore:
     ) -> np.ndarray | None:
         """The n frames of `wave` when it starts at an absolute sample in [lo, hi] on this
         store's grid and its samples equal the stored ones there; else None."""
-        if key != self.key or n <= 0 or not len(self.frames):
+        frames = self.frames
+        if key != self.key or n <= 0 or not len(frames):
             return None
-        shift, win = self.shift, self.win
+        shift, win, samples = self.shift, self.win, self.samples
         k_lo = max(0, -((self.s0 - lo) // shift))  # ceil((lo - s0) / shift)
-        k_hi = min((hi - self.s0) // shift, len(self.frames) - n)
+        k_hi = min((hi - self.s0) // shift, len(frames) - n)
         if k_hi < k_lo:
             return None
         used = (n - 1) * shift + win
-        firsts = self.samples[k_lo * shift : k_hi * shift + 1 : shift]
+        firsts = samples[k_lo * shift : k_hi * shift + 1 : shift]
         for k in np.flatnonzero(firsts == wave[0])[::-1] + k_lo:  # latest first
             off = int(k) * shift
-            if np.array_equal(self.samples[off : off + win], wave[:win]) and np.array_equal(
-                self.samples[off : off + used], wave[:used]
+            if np.array_equal(samples[off : off + win], wave[:win]) and np.array_equal(
+                samples[off : off + used], wave[:used]
             ):
-                return self.frames[k : k + n]
+                return frames[k : k + n]
         return None
 
     def put(self, key: tuple[Any, ...], start: int, wave: np.ndarray, frames: np.ndarray) -> None:
@@ -93,13 +132,13 @@ class FrameStore:
         if key == self.key and len(self.frames) and start == self.end_frame_sample:
             have = len(self.samples) - (start - self.s0)  # stored samples from `start` on
             if 0 <= have <= used and np.array_equal(self.samples[start - self.s0 :], wave[:have]):
-                self.samples = np.concatenate([self.samples, wave[have:used]])
-                self.frames = np.concatenate([self.frames, frames])
+                self._samples.extend(wave[have:used])
+                self._frames.extend(frames)
                 return
         self.key = key
         self.s0 = start
-        self.samples = np.array(wave[:used], np.float32)
-        self.frames = np.array(frames, np.float32)
+        self._samples.reset(wave[:used])
+        self._frames.reset(frames)
 
     def keep_from(self, sample: int) -> None:
         """Forget frames whose window starts before absolute sample `sample`."""
@@ -107,14 +146,14 @@ class FrameStore:
             return
         drop = min((sample - self.s0) // self.shift, len(self.frames))
         if drop:
-            self.frames = self.frames[drop:]
-            self.samples = self.samples[drop * self.shift :]
+            self._frames.drop(drop)
+            self._samples.drop(drop * self.shift)
             self.s0 += drop * self.shift
 
     def clear(self) -> None:
         self.key = None
-        self.samples = np.zeros(0, np.float32)
-        self.frames = np.zeros((0, 0), np.float32)
+        self._samples = _Run()
+        self._frames = _Run()
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """FunASR backend: streaming Paraformer + FSMN-VAD + 2-pass offline Paraformer + CT-Punc.
 
-Model calls never run on the event loop. With `funasr_stream_batching` on (default), the
-600 ms streaming steps, VAD steps and sentence finals of all sessions go through one batch
-scheduler each, so concurrent sessions share forward passes (see funasr_batch.py); off, every
-call is its own executor job.
+Model calls never run on the event loop. With `stream_batching` on (default), the streaming
+steps (one chunk each: FUNASR_CHUNK_MS, 600 ms by default), VAD steps and sentence finals of
+all sessions go through one batch scheduler each, so concurrent sessions share forward passes
+(see batch.py); off, every call is its own executor job. The fast paths that re-implement
+FunASR internals run only on a tested FunASR release (compat.py).
 """
 
 from __future__ import annotations
@@ -20,38 +21,27 @@ from typing import Any
 
 import numpy as np
 
-from engines.asr.base import (
-    SAMPLE_RATE,
-    AsrBackend,
-    AsrOptions,
-    Emit,
-    ModelInfo,
-    Segment,
-    StreamingAsr,
-)
-from engines.asr.funasr_batch import CHUNK_SAMPLES, StreamBatcher, postprocess
-from engines.asr.funasr_fbank import FrameStore, Source, frames_from
-from engines.asr.funasr_fbank import install as install_fbank_sharing
-from engines.asr.funasr_models import LoadedModel, load_model, to_float32
-from engines.asr.funasr_scheduler import BatchScheduler
-from engines.asr.funasr_stream import FunAsrStream
-from engines.asr.funasr_text import hotword_arg, itn, safe_punc_input
-from engines.asr.funasr_vad import VadBatcher
-from funspeech.settings import Settings
+from bus.schemas import AsrEvent, AsrParams, ModelDesc
+from engines.asr.base import SAMPLE_RATE, AsrBackend, Emit, StreamingAsr
+from engines.asr.chinese import to_script
+from engines.asr.funasr.batch import StreamBatcher, chunk_samples, postprocess, stream_config
+from engines.asr.funasr.compat import internals_usable
+from engines.asr.funasr.fbank import FrameStore, Source, frames_from
+from engines.asr.funasr.fbank import install as install_fbank_sharing
+from engines.asr.funasr.models import LoadedModel, load_model, to_float32
+from engines.asr.funasr.scheduler import BatchScheduler
+from engines.asr.funasr.stream import FunAsrStream
+from engines.asr.funasr.text import hotword_arg, itn, safe_punc_input
+from engines.asr.funasr.vad import VadBatcher
+from funspeech.settings import FunAsrSettings
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "paraformer-large"
-STREAM_CFG: dict[str, Any] = {
-    "chunk_size": [0, 10, 5],
-    "encoder_chunk_look_back": 4,
-    "decoder_chunk_look_back": 1,
-}
-VAD_CHUNK_MS = 600
 UNK = "<unk>"  # the tokenizer's unknown-token text; never shown to clients
 DEFAULT_SESSIONS = {"cpu": 0, "cuda": 32}  # cpu: 0 -> calibrated at load (see capacity)
 # CPU capacity calibration (see _calibrate): the share of one core the engine may plan to use,
-# and engine time per session and 600 ms chunk besides the model steps (bus messages, event
+# and engine time per session and 600 ms of audio besides the model steps (bus messages, event
 # loop, session bookkeeping; measured ~1.5 ms on the tiny models, docs/benchmarks.md)
 CPU_BUDGET = 0.75
 SESSION_OVERHEAD_MS = 1.5
@@ -61,7 +51,7 @@ SESSION_OVERHEAD_MS = 1.5
 class _Final:
     audio: np.ndarray | None  # None: text is already decoded (streaming-only mode)
     text: str
-    options: AsrOptions
+    options: AsrParams
     frames: FrameStore | None = None  # the session's fbank frames, audio starting at `start`
     start: int = 0
 
@@ -95,12 +85,15 @@ def _input_start(cache: dict, start: int) -> int:
 class FunAsrBackend(AsrBackend):
     name = "funasr"
 
-    def __init__(self, settings: Settings, device: str, executor: Executor) -> None:
+    def __init__(self, config: FunAsrSettings, device: str, executor: Executor) -> None:
         super().__init__(executor)
-        self.settings = settings
+        self.config = config
         self.device = device
-        self.mode = settings.asr_model_mode
-        self.batching = settings.funasr_stream_batching
+        self.mode = config.model_mode
+        self.batching = config.stream_batching
+        self.stream_cfg = stream_config(config.chunk_ms)
+        self.chunk_samples = chunk_samples(self.stream_cfg)
+        self.chunk_ms = config.chunk_ms
         self.streaming: LoadedModel | None = None
         self.offline: LoadedModel | None = None
         self.vad: LoadedModel | None = None
@@ -111,50 +104,52 @@ class FunAsrBackend(AsrBackend):
         self._streams: weakref.WeakSet[FunAsrStream] = weakref.WeakSet()
         self._scheds: dict[str, BatchScheduler[Any, Any]] = {}
         self.share_fbank = False
+        self.internals = False  # FunSpeech's FunASR-internal fast paths in use (compat.py)
         self._rt_executor: ThreadPoolExecutor | None = None
         self._calibrated = 0
 
     # --- loading
-    def _wanted(self) -> list[tuple[str, str]]:
-        st, mode = self.settings, self.mode
-        roles: list[tuple[str, str]] = []
+    def _wanted(self) -> list[tuple[str, str, str]]:
+        """(role, env name, model setting) of every model this mode loads."""
+        cfg, mode = self.config, self.mode
+        roles: list[tuple[str, str, str]] = []
         if mode in ("all", "realtime"):
-            roles.append(("streaming", "funasr_realtime_model"))
+            roles.append(("streaming", "FUNASR_REALTIME_MODEL", cfg.realtime_model))
         if mode in ("all", "offline"):
-            roles.append(("offline", "funasr_offline_model"))
-        roles += [("vad", "vad_model"), ("punc", "punc_model")]
-        if mode in ("all", "realtime") and st.asr_enable_realtime_punc:
-            roles.append(("punc_realtime", "punc_realtime_model"))
+            roles.append(("offline", "FUNASR_OFFLINE_MODEL", cfg.offline_model))
+        roles += [("vad", "VAD_MODEL", cfg.vad_model), ("punc", "PUNC_MODEL", cfg.punc_model)]
+        if mode in ("all", "realtime") and cfg.enable_realtime_punc:
+            roles.append(("punc_realtime", "PUNC_REALTIME_MODEL", cfg.punc_realtime_model))
         return roles
 
     def load(self) -> None:
-        st = self.settings
-        hooked = install_fbank_sharing(fast=st.funasr_fbank == "fast")
-        self.share_fbank = hooked and st.funasr_share_fbank
-        ncpu = st.funasr_ncpu or 1  # see FUNASR_NCPU in docs/configuration.md
-        for role, setting in self._wanted():
-            value = getattr(st, setting)
-            model = load_model(role, setting, value, st.modelscope_path, self.device, ncpu)
+        cfg = self.config
+        self.internals = internals_usable()
+        hooked = self.internals and install_fbank_sharing(fast=cfg.fbank == "fast")
+        self.share_fbank = hooked and cfg.share_fbank
+        ncpu = cfg.ncpu or 1  # see FUNASR_NCPU in docs/configuration.md
+        for role, setting, value in self._wanted():
+            model = load_model(role, setting, value, cfg.modelscope_path, self.device, ncpu)
             setattr(self, role, model)
-        if self.streaming is not None:
-            self._batcher = StreamBatcher(
-                self.streaming.model, dict(self.streaming.kwargs, **STREAM_CFG)
-            )
-        if self.vad is not None:
-            self._vad_batcher = VadBatcher(self.vad.model, dict(self.vad.kwargs))
-        if not st.asr_max_sessions:
+        if self.streaming is not None and self.internals:
+            kwargs = dict(self.streaming.kwargs, **self.stream_cfg)
+            self._batcher = StreamBatcher(self.streaming.model, kwargs)
+        if self.vad is not None and self.internals:
+            self._vad_batcher = VadBatcher(self.vad.model, dict(self.vad.kwargs), self.chunk_ms)
+        if not cfg.max_sessions:
             self._calibrate()
         log.info(
-            "fbank: %s, %s across the VAD / streaming / 2-pass frontends",
-            "fast torch kaldi_fbank" if hooked and st.funasr_fbank == "fast" else "FunASR's own",
+            "streaming chunk %d ms; fbank: %s, %s across the VAD / streaming / 2-pass frontends",
+            self.chunk_ms,
+            "fast torch kaldi_fbank" if hooked and cfg.fbank == "fast" else "FunASR's own",
             "shared" if self.share_fbank else "not shared",
         )
-        if st.funasr_realtime_threads:
+        if cfg.realtime_threads:
             self._rt_executor = ThreadPoolExecutor(
-                st.funasr_realtime_threads, thread_name_prefix="funasr-rt"
+                cfg.realtime_threads, thread_name_prefix="funasr-rt"
             )
         if self.batching:
-            mb, wait = st.funasr_max_batch, st.funasr_batch_wait_ms / 1000
+            mb, wait = cfg.max_batch, cfg.batch_wait_ms / 1000
             live, run = self.live_streams, self._run_realtime
             self._scheds = {
                 "vad": BatchScheduler("vad", run, self._vad_batch, mb, wait, live),
@@ -171,18 +166,18 @@ class FunAsrBackend(AsrBackend):
 
     # --- AsrBackend
     @property
-    def models(self) -> list[ModelInfo]:
-        st = self.settings
+    def models(self) -> list[ModelDesc]:
+        cfg = self.config
         return [
-            ModelInfo(
+            ModelDesc(
                 id=MODEL_ID,
                 name="Paraformer-large (FunASR)",
                 languages=["zh", "en"],
                 description="FunASR Paraformer: streaming + 2-pass offline, FSMN-VAD, CT-Punc",
                 default=True,
                 supports_realtime=self.mode in ("all", "realtime"),
-                offline_path=st.funasr_offline_model if self.mode != "realtime" else None,
-                realtime_path=st.funasr_realtime_model if self.mode != "offline" else None,
+                offline_path=cfg.offline_model if self.mode != "realtime" else None,
+                realtime_path=cfg.realtime_model if self.mode != "offline" else None,
             )
         ]
 
@@ -190,20 +185,21 @@ class FunAsrBackend(AsrBackend):
     def capacity(self) -> int:
         """ASR_MAX_SESSIONS, else 32 on a GPU and on a CPU what the load-time calibration
         measured for these models (see _calibrate); one per core without a streaming model."""
-        if self.settings.asr_max_sessions:
-            return self.settings.asr_max_sessions
+        if self.config.max_sessions:
+            return self.config.max_sessions
         if self.device.startswith("cuda"):
             return DEFAULT_SESSIONS["cuda"]
         return self._calibrated or max(2, os.cpu_count() or 1)
 
     def _calibrate(self) -> None:
         """CPU capacity from the loaded models: time the realtime work of 8 synthetic sessions
-        (batched VAD + streaming steps, and a 2-pass final), add the per-session engine overhead
-        and fit as many sessions as CPU_BUDGET of one core carries (the engine's Python work
-        runs on one core). Logged; ASR_MAX_SESSIONS overrides it."""
+        (batched VAD + streaming steps of the configured chunk, and a 2-pass final), add the
+        per-session engine overhead and fit as many sessions as CPU_BUDGET of one core carries
+        (the engine's Python work runs on one core). Logged; ASR_MAX_SESSIONS overrides it."""
         if self.streaming is None or self.vad is None or self.device.startswith("cuda"):
             return
-        n, steps, c = 8, 6, CHUNK_SAMPLES
+        c = self.chunk_samples
+        n, steps = 8, max(6, 6 * 9600 // c)  # at least 3.6 s of audio
         t = np.arange(c * steps) / SAMPLE_RATE
         rng = np.random.default_rng(0)
         audio = 0.1 * np.sin(2 * np.pi * 220 * t) * (1.2 + np.sin(2 * np.pi * 3 * t))
@@ -219,22 +215,25 @@ class FunAsrBackend(AsrBackend):
             self._stream_batch([_Step(caches[i], chunk, False, stores[i], k * c) for i in range(n)])
             if k >= steps // 2:
                 step_s += time.thread_time() - t0
-        step_ms = step_s * 1000 / (n * (steps - steps // 2))
+        step_ms = step_s * 1000 / (n * (steps - steps // 2))  # per session and chunk
         final_ms = 0.0
         if self.offline is not None:
             t0 = time.thread_time()
-            self._final_batch([_Final(audio, "", AsrOptions())])
+            self._final_batch([_Final(audio, "", AsrParams())])
             final_ms = (time.thread_time() - t0) * 1000
-        # a sentence end every ~8 chunks (~5 s); its frames are shared, this clip's are not
-        per_chunk = step_ms + final_ms / 8 + SESSION_OVERHEAD_MS
-        self._calibrated = max(2, int(CPU_BUDGET * 600 / per_chunk))
+        # per session and second of audio: the steps, a sentence end every ~5 s (its frames
+        # are shared, this clip's are not) and the engine's own work
+        per_s = step_ms * 1000 / self.chunk_ms + final_ms / 5 + SESSION_OVERHEAD_MS / 0.6
+        self._calibrated = max(2, int(CPU_BUDGET * 1000 / per_s))
         log.info(
-            "capacity %d realtime sessions: %.2f ms engine time per session and 600 ms chunk "
-            "(steps %.2f, 2-pass %.2f per 2.4 s, overhead %.1f) in %.0f%% of one core; "
-            "ASR_MAX_SESSIONS overrides",
+            "capacity %d realtime sessions: %.2f ms engine time per session and second of audio "
+            "(%d ms steps %.2f ms each, a 2-pass final of %.1f s %.2f ms every 5 s, overhead "
+            "%.1f ms per 0.6 s) in %.0f%% of one core; ASR_MAX_SESSIONS overrides",
             self._calibrated,
-            per_chunk,
+            per_s,
+            self.chunk_ms,
             step_ms,
+            len(audio) / SAMPLE_RATE,
             final_ms,
             SESSION_OVERHEAD_MS,
             CPU_BUDGET * 100,
@@ -248,11 +247,11 @@ class FunAsrBackend(AsrBackend):
     def has_offline(self) -> bool:
         return self.offline is not None
 
-    def _check_model(self, options: AsrOptions) -> None:
+    def _check_model(self, options: AsrParams) -> None:
         if options.model not in (None, "", MODEL_ID):
             raise ValueError(f"model {options.model!r} is not served by the funasr backend")
 
-    def open_stream(self, options: AsrOptions, emit: Emit) -> StreamingAsr:
+    def open_stream(self, options: AsrParams, emit: Emit) -> StreamingAsr:
         self._check_model(options)
         if self.streaming is None or self.vad is None:
             raise RuntimeError(
@@ -262,7 +261,7 @@ class FunAsrBackend(AsrBackend):
         self._streams.add(stream)
         return stream
 
-    async def transcribe(self, audio: np.ndarray, options: AsrOptions) -> list[Segment]:
+    async def transcribe(self, audio: np.ndarray, options: AsrParams) -> list[AsrEvent]:
         self._check_model(options)
         if self.offline is None:
             raise RuntimeError(
@@ -349,15 +348,15 @@ class FunAsrBackend(AsrBackend):
         self,
         audio: np.ndarray | None,
         text: str | None,
-        opts: AsrOptions,
+        opts: AsrParams,
         frames: FrameStore | None = None,
         start: int = 0,
     ) -> str:
         item = _Final(audio, text or "", opts, frames, start)
         return await self._call("final", self._final_batch, item)  # type: ignore[no-any-return]
 
-    async def partial_text(self, text: str, options: AsrOptions) -> str:
-        text = text.replace(UNK, "")
+    async def partial_text(self, text: str, options: AsrParams) -> str:
+        text = to_script(text.replace(UNK, ""), self.config.chinese_script)
         if not text or self.punc_realtime is None or not options.enable_punctuation:
             return text
         return await self.run_blocking(self._punctuate, self.punc_realtime, text)  # type: ignore[return-value]
@@ -397,31 +396,32 @@ class FunAsrBackend(AsrBackend):
                     [to_float32(it.audio)],
                     cache=it.cache,
                     is_final=it.final,
-                    chunk_size=VAD_CHUNK_MS,
+                    chunk_size=self.chunk_ms,
                     dynamic_silence=False,
                 )
             out[n] = [(int(b), int(e)) for b, e in res[0]["value"]]
         return out
 
     def _batch_pieces(self, it: _Step) -> list[np.ndarray] | None:
-        """The 600 ms pieces the batcher can run this step as, or None (the model's own
+        """The chunk-sized pieces the batcher can run this step as, or None (the model's own
         inference runs it). A session's first step (an empty cache, the sentence's audio so far
-        in whole 600 ms chunks) is batched too: the cache is initialised as the model's
-        inference would, and its pieces run in successive batched rounds."""
+        in whole chunks) is batched too: the cache is initialised as the model's inference
+        would, and its pieces run in successive batched rounds."""
         bt = self._batcher
         if bt is None or it.final:
             return None
         if bt.can_batch(it.cache, it.audio, it.final):
             return [it.audio]
-        n = len(it.audio) // CHUNK_SAMPLES
-        if bt.supported and not it.cache and n and len(it.audio) == n * CHUNK_SAMPLES:
+        c = self.chunk_samples
+        n = len(it.audio) // c
+        if bt.supported and not it.cache and n and len(it.audio) == n * c:
             assert self.streaming is not None
             self.streaming.model.init_cache(it.cache, **bt.kwargs)
-            return [it.audio[k * CHUNK_SAMPLES : (k + 1) * CHUNK_SAMPLES] for k in range(n)]
+            return [it.audio[k * c : (k + 1) * c] for k in range(n)]
         return None
 
     def _stream_batch(self, items: list[_Step]) -> list[str]:
-        assert self.streaming is not None and self._batcher is not None
+        assert self.streaming is not None
         texts = [""] * len(items)
         work: list[tuple[int, list[np.ndarray]]] = []
         for i, it in enumerate(items):
@@ -435,16 +435,19 @@ class FunAsrBackend(AsrBackend):
                 sources = (Source(it.frames, lo, it.start + len(it.audio)),)
             with frames_from(*sources):
                 res = self.streaming.infer(
-                    [to_float32(it.audio)], cache=it.cache, is_final=it.final, **STREAM_CFG
+                    [to_float32(it.audio)], cache=it.cache, is_final=it.final, **self.stream_cfg
                 )
             texts[i] = res[0]["text"]
+        if not work:
+            return texts
+        assert self._batcher is not None
         tokens: dict[int, list[str]] = {i: [] for i, _ in work}
-        for r in range(max((len(pieces) for _, pieces in work), default=0)):
+        for r in range(max(len(pieces) for _, pieces in work)):
             run = [(i, pieces[r]) for i, pieces in work if r < len(pieces)]
             srcs = []
             for i, _ in run:
                 it = items[i]
-                at = _input_start(it.cache, it.start + r * CHUNK_SAMPLES)
+                at = _input_start(it.cache, it.start + r * self.chunk_samples)
                 srcs.append((Source(it.frames, at, at),) if it.frames is not None else ())
             done = self._batcher.step_tokens([(items[i].cache, a) for i, a in run], srcs)
             for (i, _), toks in zip(run, done, strict=True):
@@ -469,13 +472,13 @@ class FunAsrBackend(AsrBackend):
                 decoded = self._decode(
                     [items[i].audio for i in idx],  # type: ignore[misc]
                     hw,
-                    pad=self.settings.funasr_batch_finals,
+                    pad=self.config.batch_finals,
                 )
             for i, text in zip(idx, decoded, strict=True):
                 texts[i] = text
         return [self._post(text, it.options) for text, it in zip(texts, items, strict=True)]
 
-    def _hotword(self, options: AsrOptions) -> str | None:
+    def _hotword(self, options: AsrParams) -> str | None:
         """Hotwords reach models that take them (SeACo/contextual Paraformer offline models);
         plain and streaming Paraformer have no hotword input, so there they are ignored."""
         if self.offline is None or not hasattr(self.offline.model, "generate_hotwords_list"):
@@ -491,7 +494,7 @@ class FunAsrBackend(AsrBackend):
         assert self.offline is not None
         out = [""] * len(audios)
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-        limit = self.settings.funasr_offline_batch_s * SAMPLE_RATE
+        limit = self.config.offline_batch_s * SAMPLE_RATE
         batch: list[int] = []
         for i in [*order, None]:
             full = i is None or not pad or len(audios[i]) * (len(batch) + 1) > limit
@@ -505,8 +508,8 @@ class FunAsrBackend(AsrBackend):
                 batch.append(i)
         return out
 
-    def _post(self, text: str, options: AsrOptions) -> str:
-        text = text.replace(UNK, "")
+    def _post(self, text: str, options: AsrParams) -> str:
+        text = to_script(text.replace(UNK, ""), self.config.chinese_script)
         if text and options.enable_punctuation and self.punc is not None:
             text = self._punctuate(self.punc, text)
         if text and options.enable_itn:
@@ -520,15 +523,13 @@ class FunAsrBackend(AsrBackend):
         out = str(res[0].get("text", text)) if res else text
         return out.replace(UNK, "")  # CT-Punc's class 0 is written as "<unk>"
 
-    def _transcribe_sync(self, audio: np.ndarray, options: AsrOptions) -> list[Segment]:
-        """VAD segments -> batched offline decode -> punctuation/ITN, one Segment per segment.
-        Without enable_voice_detection, audio up to funasr_oneshot_vad_s is decoded whole."""
+    def _transcribe_sync(self, audio: np.ndarray, options: AsrParams) -> list[AsrEvent]:
+        """VAD segments -> batched offline decode -> punctuation/ITN, one `end` event per segment.
+        Without enable_voice_detection, audio up to FUNASR_ONESHOT_VAD_S is decoded whole."""
         total_ms = len(audio) * 1000 // SAMPLE_RATE
         if len(audio) == 0:
             return []
-        use_vad = (
-            options.enable_voice_detection or total_ms > self.settings.funasr_oneshot_vad_s * 1000
-        )
+        use_vad = options.enable_voice_detection or total_ms > self.config.oneshot_vad_s * 1000
         if use_vad and self.vad is not None:
             cache = self.new_vad_cache(options.max_sentence_silence_ms)
             res = self.vad.infer([audio], cache=cache, is_final=True, dynamic_silence=False)
@@ -541,5 +542,13 @@ class FunAsrBackend(AsrBackend):
         for (b, e), text in zip(spans, texts, strict=True):
             text = self._post(text, options)
             if text:
-                segments.append(Segment(text=text, begin_ms=b, end_ms=min(e, total_ms)))
+                segments.append(
+                    AsrEvent(
+                        type="end",
+                        index=len(segments) + 1,
+                        text=text,
+                        begin_ms=b,
+                        time_ms=min(e, total_ms),
+                    )
+                )
         return segments

@@ -3,7 +3,7 @@ and the next batch takes all of them (up to max_batch) in one executor call.
 
 With wait_s > 0 a batch also waits up to wait_s after its first request for more to arrive,
 but never longer than it takes `target()` requests to queue (target: how many requests can
-come at all, e.g. the live sessions). Realtime sessions send their 600 ms steps at staggered
+come at all, e.g. the live sessions). Realtime sessions send their chunk steps at staggered
 moments, so without a wait most batches hold one request and the per-call model overhead is
 paid per session; with a few tens of ms, batches hold several. A lone session is never
 delayed (target 1)."""

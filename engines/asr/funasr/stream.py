@@ -1,6 +1,6 @@
-"""One realtime FunASR session: 600 ms chunks, streaming FSMN-VAD end points, streaming
-Paraformer partials per sentence, and a 2-pass final per sentence (offline Paraformer on the
-sentence's exact VAD span, then CT-Punc and ITN)."""
+"""One realtime FunASR session: fixed chunks (FUNASR_CHUNK_MS, 600 ms by default), streaming
+FSMN-VAD end points, streaming Paraformer partials per sentence, and a 2-pass final per sentence
+(offline Paraformer on the sentence's exact VAD span, then CT-Punc and ITN)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.asr.base import SAMPLE_RATE, AsrOptions, Emit, StreamEvent, StreamingAsr
-from engines.asr.funasr_batch import CHUNK_SAMPLES
+from bus.schemas import AsrEvent, AsrParams
+from engines.asr.base import SAMPLE_RATE, Emit, StreamingAsr
+from engines.asr.buffer import AudioBuffer
 
 if TYPE_CHECKING:
-    from engines.asr.funasr_backend import FunAsrBackend
+    from engines.asr.funasr.backend import FunAsrBackend
 
 log = logging.getLogger(__name__)
 
 _MS = SAMPLE_RATE // 1000
-_IDLE_KEEP = 3 * CHUNK_SAMPLES  # audio kept with no sentence open: VAD starts look back
+_IDLE_KEEP = 3 * 9600  # audio kept with no sentence open (1.8 s): VAD starts look back
 _FRAME_KEEP = 800  # fbank frames kept before that: frontends re-read up to ~400 samples back
 
 
 @dataclass
 class _Sentence:
     begin_ms: int
-    stream_from: int  # sample where streaming input starts (600 ms grid, <= begin)
+    stream_from: int  # sample where streaming input starts (on the chunk grid, <= begin)
     index: int = 0  # 0 until the sentence passes the near-field gate and "begin" is sent
     cache: dict = field(default_factory=dict)
     fed_until: int = 0
@@ -35,15 +36,13 @@ class _Sentence:
 
 
 class FunAsrStream(StreamingAsr):
-    def __init__(self, backend: FunAsrBackend, options: AsrOptions, emit: Emit) -> None:
+    def __init__(self, backend: FunAsrBackend, options: AsrParams, emit: Emit) -> None:
         self._b = backend
         self.options = options
         self._emit = emit
-        self._pending: list[np.ndarray] = []
-        self._pending_n = 0
+        self._chunk = backend.chunk_samples
+        self._buf = AudioBuffer()  # audio fed; [_pos, end) waits for a whole chunk
         self._pos = 0  # samples pulled into chunks: the stream's clock
-        self._hist = np.zeros(0, np.float32)
-        self._hist_start = 0
         self._vad_cache = backend.new_vad_cache(options.max_sentence_silence_ms)
         self._frames = backend.frame_store()  # fbank frames shared by the three frontends
         self._sentence: _Sentence | None = None
@@ -59,22 +58,20 @@ class FunAsrStream(StreamingAsr):
     async def feed(self, audio: np.ndarray) -> None:
         if self._closed or self._done or len(audio) == 0:
             return
-        self._pending.append(np.asarray(audio, dtype=np.float32).reshape(-1))
-        self._pending_n += len(self._pending[-1])
-        while self._pending_n >= CHUNK_SAMPLES and not (self._closed or self._done):
-            await self._process(self._take(CHUNK_SAMPLES), final=False)
+        self._buf.append(np.asarray(audio, dtype=np.float32).reshape(-1))
+        while self._buf.end - self._pos >= self._chunk and not (self._closed or self._done):
+            await self._process(self._buf.slice(self._pos, self._pos + self._chunk), final=False)
 
     async def finish(self) -> None:
         if self._closed or self._done:
             self._done = True
             return
-        tail = self._take(self._pending_n)
-        await self._process(tail, final=True)
+        await self._process(self._buf.slice(self._pos, self._buf.end), final=True)
         if self._sentence is not None and not self._closed:
             await self._close_sentence(self._pos // _MS)
         self._done = True
 
-    def control(self, options: AsrOptions) -> None:
+    def control(self, options: AsrParams) -> None:
         if options.max_sentence_silence_ms != self.options.max_sentence_silence_ms:
             self._b.set_vad_silence(self._vad_cache, options.max_sentence_silence_ms)
         self.options = options
@@ -82,32 +79,22 @@ class FunAsrStream(StreamingAsr):
     def close(self) -> None:
         self._closed = True
         self._sentence = None
-        self._pending.clear()
-        self._hist = np.zeros(0, np.float32)
+        self._buf.clear()
         self._vad_cache = {}
         if self._frames is not None:
             self._frames.clear()
 
     # --- internals
-    def _take(self, n: int) -> np.ndarray:
-        buf = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
-        out, rest = buf[:n], buf[n:]
-        self._pending = [rest] if len(rest) else []
-        self._pending_n = len(rest)
-        return out
-
-    def _send(self, event: StreamEvent) -> None:
+    def _send(self, event: AsrEvent) -> None:
         if not self._closed:
             self._emit(event)
 
     def _audio(self, start: int, end: int) -> np.ndarray:
-        a = max(start, self._hist_start) - self._hist_start
-        b = max(end, self._hist_start) - self._hist_start
-        return self._hist[a:b]
+        """Kept audio already pulled into chunks, in [start, end)."""
+        return self._buf.slice(start, min(end, self._pos))
 
     async def _process(self, chunk: np.ndarray, final: bool) -> None:
         self._pos += len(chunk)
-        self._hist = np.concatenate([self._hist, chunk]) if len(chunk) else self._hist
         rms = float(np.sqrt(np.mean(np.square(chunk)))) if len(chunk) else 0.0
         start = self._pos - len(chunk)
         segments = await self._b.vad_step(self._vad_cache, chunk, final, self._frames, start)
@@ -117,8 +104,8 @@ class FunAsrStream(StreamingAsr):
             if beg >= 0:
                 if self._sentence is not None:
                     await self._close_sentence(beg)
-                grid = (beg * _MS // CHUNK_SAMPLES) * CHUNK_SAMPLES
-                self._sentence = _Sentence(beg, max(grid, self._hist_start))
+                grid = (beg * _MS // self._chunk) * self._chunk
+                self._sentence = _Sentence(beg, max(grid, self._buf.start))
             # at the end of audio the last sentence runs to the last sample (closed below)
             if end >= 0 and self._sentence is not None and (not final or i < len(segments) - 1):
                 await self._close_sentence(end)
@@ -140,13 +127,13 @@ class FunAsrStream(StreamingAsr):
     def _gate(self, rms: float, open_sentence: bool) -> bool:
         """Near-field filter: quiet (far-field) chunks start no sentence and are not decoded;
         60 % of the threshold applies while a sentence is open."""
-        st = self._b.settings
-        if not st.asr_enable_nearfield_filter:
+        cfg = self._b.config
+        if not cfg.nearfield_filter:
             return True
-        threshold = st.asr_nearfield_rms_threshold * (0.6 if open_sentence else 1.0)
+        threshold = cfg.nearfield_rms_threshold * (0.6 if open_sentence else 1.0)
         if rms >= threshold:
             return True
-        if st.asr_nearfield_filter_log_enabled:
+        if cfg.nearfield_filter_log:
             log.debug("nearfield filter: chunk rms %.4f < %.4f, not decoded", rms, threshold)
         return False
 
@@ -154,7 +141,7 @@ class FunAsrStream(StreamingAsr):
         self._index += 1
         s.index = self._index
         s.fed_until = s.stream_from
-        self._send(StreamEvent("begin", s.index, time_ms=s.begin_ms, begin_ms=s.begin_ms))
+        self._send(AsrEvent(type="begin", index=s.index, time_ms=s.begin_ms, begin_ms=s.begin_ms))
 
     async def _stream(self, s: _Sentence, audio: np.ndarray) -> None:
         if not self._b.has_streaming or len(audio) == 0:
@@ -174,7 +161,9 @@ class FunAsrStream(StreamingAsr):
         if text and text != s.partial and not self._closed:
             s.partial = text
             now = self._pos // _MS
-            self._send(StreamEvent("partial", s.index, now, begin_ms=s.begin_ms, text=text))
+            self._send(
+                AsrEvent(type="partial", index=s.index, time_ms=now, begin_ms=s.begin_ms, text=text)
+            )
 
     async def _close_sentence(self, end_ms: int) -> None:
         s, self._sentence = self._sentence, None
@@ -188,14 +177,16 @@ class FunAsrStream(StreamingAsr):
                 return
             self._begin(s)
         if self._b.has_offline:  # 2-pass: the offline model re-decodes the exact VAD span
-            begin = max(s.begin_ms * _MS, self._hist_start)
+            begin = max(s.begin_ms * _MS, self._buf.start)
             text = await self._b.final_text(audio, None, self.options, self._frames, begin)
         else:  # streaming only: flush the rest of the sentence through the streaming model
             rest = self._audio(s.fed_until, end_ms * _MS)
-            start = max(s.fed_until, self._hist_start)
+            start = max(s.fed_until, self._buf.start)
             tail = await self._b.stream_step(s.cache, rest, True, self._frames, start)
             text = await self._b.final_text(None, s.text + tail, self.options)
-        self._send(StreamEvent("end", s.index, time_ms=end_ms, begin_ms=s.begin_ms, text=text))
+        self._send(
+            AsrEvent(type="end", index=s.index, time_ms=end_ms, begin_ms=s.begin_ms, text=text)
+        )
         if self.options.single_sentence:
             self._done = True
 
@@ -204,9 +195,6 @@ class FunAsrStream(StreamingAsr):
         keep_from = s.stream_from if s is not None else self._pos - _IDLE_KEEP
         if s is not None:
             keep_from = min(keep_from, s.begin_ms * _MS)
-        cut = keep_from - self._hist_start
-        if cut > 0:
-            self._hist = self._hist[cut:]
-            self._hist_start = keep_from
+        self._buf.drop_before(keep_from)
         if self._frames is not None:
             self._frames.keep_from(keep_from - _FRAME_KEEP)
