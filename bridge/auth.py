@@ -1,19 +1,17 @@
-"""Static APPTOKEN / APPKEY checks. An unset (or empty) setting turns its check off."""
+"""Static APPTOKEN / APPKEY checks. An unset (or empty) setting turns its check off; a failed
+check raises NlsError 40000001 (HTTP 401)."""
 
 from __future__ import annotations
 
 import hmac
 
+from bridge.errors import NlsError
 from bus.codes import AUTH_FAILED
 from funspeech.settings import Settings
 
 
-class AuthError(Exception):
-    code = AUTH_FAILED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+def denied(message: str) -> NlsError:
+    return NlsError(AUTH_FAILED, message, openai_code="invalid_api_key")
 
 
 def mask(secret: str) -> str:
@@ -30,18 +28,18 @@ def check_token(settings: Settings, token: str | None, source: str = "X-NLS-Toke
     if settings.apptoken is None:
         return
     if not token:
-        raise AuthError(f"Gateway:ACCESS_DENIED:Missing token ({source})")
+        raise denied(f"Gateway:ACCESS_DENIED:Missing token ({source})")
     if not _same(token, settings.apptoken):
-        raise AuthError(f"Gateway:ACCESS_DENIED:The token '{mask(token)}' is invalid!")
+        raise denied(f"Gateway:ACCESS_DENIED:The token '{mask(token)}' is invalid!")
 
 
 def check_appkey(settings: Settings, appkey: str | None) -> None:
     if settings.appkey is None:
         return
     if not appkey:
-        raise AuthError("Gateway:ACCESS_DENIED:Missing appkey")
+        raise denied("Gateway:ACCESS_DENIED:Missing appkey")
     if not _same(appkey, settings.appkey):
-        raise AuthError(f"Gateway:ACCESS_DENIED:The appkey '{mask(appkey)}' is invalid!")
+        raise denied(f"Gateway:ACCESS_DENIED:The appkey '{mask(appkey)}' is invalid!")
 
 
 def bearer(header: str | None) -> str | None:

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from bus import codes
 
@@ -74,11 +75,24 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-class NlsError(Exception):
-    """Raise from a handler to answer with the NLS error envelope."""
+# ---- the envelope's shape, for the OpenAPI document
+class Word(BaseModel):
+    text: str
+    startTime: int = Field(description="ms")  # NLS field names
+    endTime: int = Field(description="ms")
 
-    def __init__(self, code: int, message: str, http: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http = http if http is not None else http_status(code)
+
+class Sentence(BaseModel):
+    text: str
+    begin_time: int = Field(description="ms from the start of the audio")
+    end_time: int = Field(description="ms from the start of the audio")
+    confidence: float | None = Field(None, description="the engine's, when it has one")
+    words: list[Word] | None = Field(None, description="with enable_words")
+
+
+class NlsEnvelope(BaseModel):
+    task_id: str = Field(description="32 hex digits, also the `task_id` response header")
+    result: str = Field(description="the recognised text; empty on failure")
+    status: int = Field(description="NLS status code: 20000000 success", examples=[20000000])
+    message: str
+    sentences: list[Sentence] | None = Field(None, description="extension, on success")

@@ -7,10 +7,13 @@ import importlib.metadata
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from bridge.app import BUS, SETTINGS
-from bridge.auth import AuthError, check_token
-from bridge.envelope import new_task_id, nls_response
+from bridge.auth import check_token
+from bridge.envelope import NlsEnvelope, new_task_id
+from bridge.errors import NlsError, rest_response
+from bridge.keys import BUS, LIVE, SETTINGS
+from bridge.routes import RouteSpec, json_answer, register
 from bus.schemas import EngineInfo
 
 try:
@@ -56,24 +59,50 @@ async def root(request: web.Request) -> web.Response:
     )
 
 
-async def health(request: web.Request) -> web.Response:
-    """200 while this bridge runs and reaches NATS (engines may be 0), else 503."""
+PROBES = ("/health", "/health/live")  # answered while the bridge drains too
+
+
+def readiness(request: web.Request) -> tuple[str, str]:
+    """(status, reason): "ok"; "unavailable" (stopping, no NATS); "degraded" (a task of
+    HEALTH_TASKS has no live engine)."""
     bus = request.app[BUS]
-    connected = bus.nc.is_connected
+    if request.app[LIVE].draining:
+        return "unavailable", "The bridge is shutting down"
+    if not bus.nc.is_connected:
+        return "unavailable", "The bridge is not connected to NATS"
+    required = request.app[SETTINGS].required_tasks()
+    missing = [t for t in required if not bus.directory.has_engines(t)]
+    if missing:
+        return "degraded", f"No {' or '.join(t.upper() for t in missing)} engine is live"
+    return "ok", ""
+
+
+async def health(request: web.Request) -> web.Response:
+    """Readiness: 200 while this bridge is connected to NATS and every task of HEALTH_TASKS has
+    a live engine, else 503 with the reason."""
+    bus = request.app[BUS]
+    status, reason = readiness(request)
     body = {
-        "status": "ok" if connected else "unavailable",
+        "status": status,
+        "reason": reason,
         "version": VERSION,
-        "nats_connected": connected,
+        "nats_connected": bus.nc.is_connected and not request.app[LIVE].draining,
         "engines": len(bus.directory.engines()),
+        "tasks": {task: len(bus.directory.engines(task)) for task in ("asr", "tts")},
     }
-    return web.json_response(body, status=200 if connected else 503)
+    return web.json_response(body, status=200 if status == "ok" else 503)
+
+
+async def live(request: web.Request) -> web.Response:
+    """Liveness: the process answers (whatever NATS and the engines do)."""
+    return web.json_response({"status": "alive", "version": VERSION})
 
 
 def _authorized(request: web.Request) -> web.Response | None:
     try:
         check_token(request.app[SETTINGS], request.headers.get("X-NLS-Token"))
-    except AuthError as exc:
-        return nls_response(new_task_id(), exc.code, exc.message)
+    except NlsError as exc:
+        return rest_response(exc, new_task_id())
     return None
 
 
@@ -89,6 +118,12 @@ def _engine(e: EngineInfo) -> dict[str, Any]:
         "models": [m.id for m in e.models],
         "version": e.version,
     }
+
+
+def engine_mode(engines: list[EngineInfo]) -> str:
+    """The model mode the engines report (ASR_MODEL_MODE of each engine; joined if they
+    differ, "" without engines)."""
+    return ",".join(sorted({e.mode for e in engines}))
 
 
 def health_status(connected: bool, engines: list[EngineInfo]) -> tuple[str, str]:
@@ -109,8 +144,8 @@ def health_status(connected: bool, engines: list[EngineInfo]) -> tuple[str, str]
 async def asr_health(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
-    bus, settings = request.app[BUS], request.app[SETTINGS]
-    engines = bus.directory.engines()
+    bus = request.app[BUS]
+    engines = bus.directory.engines("asr")
     status, message = health_status(bus.nc.is_connected, engines)
     return web.json_response(
         {
@@ -120,7 +155,7 @@ async def asr_health(request: web.Request) -> web.Response:
             "version": VERSION,
             "message": message,
             "loaded_models": sorted({m.id for e in engines for m in e.models}),
-            "asr_model_mode": settings.asr_model_mode,
+            "asr_model_mode": engine_mode(engines),
             "engines": [_engine(e) for e in engines],
         }
     )
@@ -129,9 +164,10 @@ async def asr_health(request: web.Request) -> web.Response:
 async def asr_models(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
-    mode = request.app[SETTINGS].asr_model_mode
+    engines = request.app[BUS].directory.engines("asr")
+    mode = engine_mode(engines)
     models: dict[str, dict[str, Any]] = {}
-    for engine in request.app[BUS].directory.engines():
+    for engine in engines:
         for m in engine.models:
             entry = models.get(m.id)
             if entry is None:
@@ -148,7 +184,7 @@ async def asr_models(request: web.Request) -> web.Response:
                     "supports_realtime": m.supports_realtime,
                     "offline_model": {"path": offline, "exists": True},
                     "realtime_model": {"path": realtime, "exists": True} if realtime else None,
-                    "asr_model_mode": mode,
+                    "asr_model_mode": engine.mode,
                     "engines": [],
                 }
             entry["engines"].append(engine.id)
@@ -163,8 +199,123 @@ async def asr_models(request: web.Request) -> web.Response:
     )
 
 
+# ---- route specs
+class Service(BaseModel):
+    message: str
+    version: str
+    description: str
+    endpoints: dict[str, str]
+
+
+class Health(BaseModel):
+    status: str  # ok | degraded | unavailable
+    reason: str
+    version: str
+    nats_connected: bool
+    engines: int
+    tasks: dict[str, int]  # live engines per task
+
+
+class Liveness(BaseModel):
+    status: str
+    version: str
+
+
+class EngineState(BaseModel):
+    id: str
+    device: str
+    backend: str
+    host: str
+    capacity: int
+    active: int
+    draining: bool
+    models: list[str]
+    version: str
+
+
+class AsrHealth(BaseModel):
+    status: str
+    model_loaded: bool
+    device: str
+    version: str
+    message: str
+    loaded_models: list[str]
+    asr_model_mode: str
+    engines: list[EngineState]
+
+
+class ModelPath(BaseModel):
+    path: str
+    exists: bool
+
+
+class AsrModel(BaseModel):
+    id: str
+    name: str
+    engine: str
+    description: str
+    languages: list[str]
+    default: bool
+    loaded: bool
+    supports_realtime: bool
+    offline_model: ModelPath
+    realtime_model: ModelPath | None
+    asr_model_mode: str
+    engines: list[str]
+
+
+class AsrModels(BaseModel):
+    models: list[AsrModel]
+    total: int
+    loaded_count: int
+    asr_model_mode: str
+
+
+DENIED = json_answer("Token missing or wrong (40000001)", NlsEnvelope)
+SPECS = [
+    RouteSpec("GET", "/", root, "Service information", answers={200: json_answer("OK", Service)}),
+    RouteSpec(
+        "GET",
+        "/health",
+        health,
+        "Readiness (load balancers)",
+        "No auth. 200 while the bridge is connected to NATS and every task of HEALTH_TASKS has "
+        "a live engine; else 503 with `status` degraded (no engine of a task) or unavailable "
+        "(no NATS, shutting down) and the `reason`.",
+        answers={
+            200: json_answer("Ready", Health),
+            503: json_answer("Not ready: degraded or unavailable", Health),
+        },
+    ),
+    RouteSpec(
+        "GET",
+        "/health/live",
+        live,
+        "Liveness",
+        "No auth. 200 whenever the process answers, also while it drains.",
+        answers={200: json_answer("Alive", Liveness)},
+    ),
+    RouteSpec(
+        "GET",
+        "/stream/v1/asr/health",
+        asr_health,
+        "ASR health from live engines",
+        "status healthy / degraded / unhealthy, always HTTP 200.",
+        auth="nls",
+        answers={200: json_answer("Health", AsrHealth), 401: DENIED},
+        tags=("NLS",),
+    ),
+    RouteSpec(
+        "GET",
+        "/stream/v1/asr/models",
+        asr_models,
+        "Models served by live engines",
+        auth="nls",
+        answers={200: json_answer("Models", AsrModels), 401: DENIED},
+        tags=("NLS",),
+    ),
+]
+
+
 def setup(app: web.Application) -> None:
-    app.router.add_get("/", root)
-    app.router.add_get("/health", health)
-    app.router.add_get("/stream/v1/asr/health", asr_health)
-    app.router.add_get("/stream/v1/asr/models", asr_models)
+    register(app, SPECS)
