@@ -3,8 +3,10 @@
   python deploy/healthcheck.py bridge          GET http://127.0.0.1:$PORT/health answers 200
   python deploy/healthcheck.py engine cuda:0   an engine for that device in this container
                                                answers the NATS micro-service PING
+  python deploy/healthcheck.py engine cpu --task tts   the same for a TTS engine
 
-The engine check asks every FunSpeech ASR engine for a PING ($SRV.PING.funspeech-asr) and looks
+The engine check asks every FunSpeech engine of the task for a PING ($SRV.PING.funspeech-asr,
+$SRV.PING.funspeech-tts) and looks
 for one whose engine id starts with this host's name and the device (engines/server.py builds
 the id as <hostname>-<device>-<pid>), so it is healthy only once the model is loaded and the
 engine serves the bus.
@@ -21,7 +23,8 @@ import sys
 import urllib.error
 import urllib.request
 
-from bus.subjects import ASR_SERVICE
+from bus.connect import servers, shown
+from bus.subjects import Subjects, Task
 from funspeech.settings import Settings
 
 TIMEOUT_S = 3.0
@@ -44,7 +47,9 @@ def engine_prefix(device: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{device}-")
 
 
-async def engine_healthy(settings: Settings, device: str, timeout: float = TIMEOUT_S) -> bool:
+async def engine_healthy(
+    settings: Settings, device: str, timeout: float = TIMEOUT_S, task: Task = "asr"
+) -> bool:
     import nats  # only the engine check needs a bus connection
 
     async def quiet(_exc: Exception) -> None:
@@ -53,7 +58,7 @@ async def engine_healthy(settings: Settings, device: str, timeout: float = TIMEO
     prefix = engine_prefix(device)
     nc = await asyncio.wait_for(
         nats.connect(
-            settings.nats_url,
+            servers(settings.nats_url),
             name="funspeech-healthcheck",
             connect_timeout=timeout,
             allow_reconnect=False,
@@ -65,7 +70,8 @@ async def engine_healthy(settings: Settings, device: str, timeout: float = TIMEO
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
-        await nc.publish(f"$SRV.PING.{ASR_SERVICE}", b"", reply=inbox)
+        service = Subjects(settings.funspeech_namespace).service(task)
+        await nc.publish(f"$SRV.PING.{service}", b"", reply=inbox)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
@@ -79,7 +85,7 @@ async def engine_healthy(settings: Settings, device: str, timeout: float = TIMEO
                 continue
             if engine_id.startswith(prefix):
                 return True
-        print(f"no engine {prefix}* answered on {settings.nats_url}", file=sys.stderr)
+        print(f"no engine {prefix}* answered on {shown(settings.nats_url)}", file=sys.stderr)
         return False
     finally:
         await nc.close()
@@ -90,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=["bridge", "engine"])
     parser.add_argument("device", nargs="?", default="cpu", help="engine device (cpu, cuda:0)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds to wait")
+    parser.add_argument("--task", choices=["asr", "tts"], default="asr", help="engine's task")
     args = parser.parse_args(argv)
     settings = Settings()
     if args.role == "bridge":
         return 0 if bridge_healthy(settings, args.timeout) else 1
     try:
-        return 0 if asyncio.run(engine_healthy(settings, args.device, args.timeout)) else 1
+        healthy = asyncio.run(engine_healthy(settings, args.device, args.timeout, args.task))
+        return 0 if healthy else 1
     except Exception as exc:
         print(f"engine unhealthy: {exc!r}", file=sys.stderr)
         return 1
