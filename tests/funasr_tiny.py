@@ -227,7 +227,7 @@ def build_model_dir(role: str, out: Path, seed: int = 0) -> Path:
     """Write one tiny model directory (config.yaml, model.pt, tokens.json, am.mvn)."""
     import torch
 
-    from engines.asr.funasr_models import import_funasr
+    from engines.asr.funasr.models import import_funasr
 
     import_funasr()  # registers the model classes, keeps funasr's import notice quiet
     from funasr.register import tables

@@ -28,8 +28,12 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from bus.subjects import ASR_SERVICE, MAX_PAYLOAD
+from bus.subjects import DEFAULT as SUBJECTS
+from funspeech.__main__ import bridge_drain_timeout
+from funspeech.logs import log_path
 from funspeech.settings import Settings
+from tests.cluster import CLUSTER_NAME, node_flags
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -39,6 +43,7 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 DEPLOY_DOC = ROOT / "docs" / "deployment.md"
 FIELDS = set(Settings.model_fields)
 FUNSPEECH_SERVICES = ("bridge", "asr-engine-cpu", "asr-engine-gpu0")
+CLUSTER_URL = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 # variables docker-compose.yml reads that are not FunSpeech settings
 COMPOSE_ONLY_VARS = {
     "HOME",
@@ -133,13 +138,69 @@ def test_interpolation_helper() -> None:
 # ---------------------------------------------------------------- docker-compose.yml
 @pytest.mark.parametrize(
     "env",
-    [{}, {"FUNSPEECH_CPU_ENGINES": "0", "COMPOSE_PROFILES": "gpu", "APPTOKEN": "t"}],
-    ids=["defaults", "gpu-host"],
+    [
+        {},
+        {"FUNSPEECH_CPU_ENGINES": "0", "COMPOSE_PROFILES": "gpu", "APPTOKEN": "t"},
+        {
+            "COMPOSE_PROFILES": "cluster",
+            "FUNSPEECH_NATS_URL": CLUSTER_URL,
+            "JETSTREAM_REPLICAS": "3",
+        },
+    ],
+    ids=["defaults", "gpu-host", "cluster"],
 )
 def test_compose_validates_against_the_compose_spec(env: dict[str, str]) -> None:
     data = load_compose(env)
     spec = PyCompose.from_json(json.dumps(data)).to_spec()
     assert set(spec.services) >= {"nats", "bridge", "asr-engine-cpu", "asr-engine-gpu0"}
+
+
+def test_cluster_profile_runs_three_nats_nodes_as_the_tests_do(compose: dict) -> None:
+    """Profile `cluster`: nats-1..3 from nats.conf with the flags tests/test_cluster.py runs
+    (tests/cluster.py node_flags), a store each; FunSpeech services wait for them when the
+    profile is on and take the list of all three in NATS_URL."""
+    names = ["nats-1", "nats-2", "nats-3"]
+    for name in names:
+        node = compose["services"][name]
+        assert node["profiles"] == ["cluster"]
+        assert node["command"][:2] == ["--config", "/etc/nats/nats-server.conf"]
+        assert node["command"][2:] == node_flags(name, "0.0.0.0", names)
+        assert node["volumes"] == [
+            "./nats.conf:/etc/nats/nats-server.conf:ro",
+            f"nats-data-{name[-1]}:/data",
+        ]
+        assert "http://127.0.0.1:8222/healthz" in node["healthcheck"]["test"]
+        assert f"nats-data-{name[-1]}" in compose["volumes"]
+    assert "cluster" not in str(compose["services"]["nats"].get("profiles"))
+    for service in FUNSPEECH_SERVICES:
+        depends = compose["services"][service]["depends_on"]
+        assert depends["nats"] == {"condition": "service_healthy"}
+        for name in names:
+            assert depends[name] == {"condition": "service_healthy", "required": False}
+    env = {
+        "COMPOSE_PROFILES": "cluster",
+        "FUNSPEECH_NATS_URL": CLUSTER_URL,
+        "JETSTREAM_REPLICAS": "3",
+    }
+    cluster = load_compose(env)
+    for service in FUNSPEECH_SERVICES:
+        assert service_env(cluster, service)["NATS_URL"] == CLUSTER_URL
+        assert service_env(cluster, service)["JETSTREAM_REPLICAS"] == "3"
+    assert CLUSTER_URL in COMPOSE.read_text(encoding="utf-8"), "the comment shows the URL"
+
+
+def test_nats_conf_cluster_block_is_valid_when_uncommented(tmp_path: Path) -> None:
+    text = conf_copy(tmp_path).read_text(encoding="utf-8")
+    block = re.search(r"(?ms)^# cluster \{$.*?^# \}$", text)
+    assert block, "nats.conf has the commented cluster block"
+    enabled = text.replace(block.group(0), re.sub(r"(?m)^# ?", "", block.group(0)))
+    path = tmp_path / "cluster.conf"
+    path.write_text(enabled, encoding="utf-8")
+    result = subprocess.run(
+        [nats_server_binary(), "-c", str(path), "-t"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert CLUSTER_NAME in block.group(0)
 
 
 def test_compose_is_never_validated_uninterpolated_by_accident(raw_compose: dict) -> None:
@@ -165,7 +226,8 @@ def test_nats_service(compose: dict) -> None:
     assert (major, minor) >= (2, 10), "nats:2.10 or newer"
     assert "alpine" in tag, "the health check needs wget (alpine image; scratch has no shell)"
     assert "./nats.conf:/etc/nats/nats-server.conf:ro" in nats["volumes"]
-    assert nats["command"] == ["--config", "/etc/nats/nats-server.conf"]
+    # nats.conf is loopback-only; in compose the containers reach nats over the compose network
+    assert nats["command"] == ["--config", "/etc/nats/nats-server.conf", "--addr", "0.0.0.0"]
     assert "nats-data:/data" in nats["volumes"]
     assert "nats-data" in compose["volumes"]
     assert "http://127.0.0.1:8222/healthz" in nats["healthcheck"]["test"]
@@ -196,8 +258,10 @@ def test_engine_services(compose: dict) -> None:
     assert "deploy" not in cpu or "resources" not in cpu["deploy"]
     assert gpu["build"]["args"]["EXTRAS"] == "funasr"
     assert gpu["image"] != cpu["image"]
+    cache = "/home/funspeech/.cache/modelscope:/root/.cache/modelscope"
+    assert cache in gpu["volumes"], "FunASR reads its models from the host's cache"
+    assert not [v for v in cpu["volumes"] if "modelscope" in v], "the light engine needs none"
     for engine in (cpu, gpu):
-        assert "/home/funspeech/.cache/modelscope:/root/.cache/modelscope" in engine["volumes"]
         assert engine["depends_on"]["nats"]["condition"] == "service_healthy"
         assert engine["healthcheck"]["test"][:4] == [
             "CMD",
@@ -211,11 +275,35 @@ def test_engine_services(compose: dict) -> None:
         assert service_env(compose, name)["MODELSCOPE_PATH"] == "/root/.cache/modelscope/hub"
 
 
-def test_engines_get_time_to_drain(compose: dict) -> None:
-    drain = Settings.model_fields["engine_drain_timeout"].default
-    for name in ("asr-engine-cpu", "asr-engine-gpu0"):
+def test_engines_and_bridges_get_time_to_drain(compose: dict) -> None:
+    drains = {
+        "asr-engine-cpu": Settings.model_fields["engine_drain_timeout"].default,
+        "asr-engine-gpu0": Settings.model_fields["engine_drain_timeout"].default,
+        "bridge": bridge_drain_timeout(Settings.model_validate({})),
+    }
+    for name, drain in drains.items():
         grace = compose["services"][name]["stop_grace_period"]
         assert grace.endswith("s") and float(grace[:-1]) >= drain + 10, name
+
+
+def test_engines_in_compose_write_log_files_of_their_own(compose: dict) -> None:
+    """GPU containers all run `--device cuda:0` and CPU replicas share one service: each
+    must still get its own log file in the shared ./logs."""
+    template = COMPOSE.read_text(encoding="utf-8").split("# asr-engine-gpu1:", 1)[1]
+    gpu1_instance = re.search(r"(?m)^  #     LOG_INSTANCE: (\S+)$", template)
+    assert gpu1_instance, "the gpu1 template sets LOG_INSTANCE"
+    gpu1_env = service_env(compose, "asr-engine-gpu0") | {"LOG_INSTANCE": gpu1_instance[1]}
+    names = set()
+    for _name, env in [
+        ("asr-engine-gpu0", service_env(compose, "asr-engine-gpu0")),
+        ("asr-engine-gpu1", gpu1_env),
+        ("asr-engine-cpu", service_env(compose, "asr-engine-cpu")),
+    ]:
+        settings = Settings.model_validate({k.lower(): v for k, v in env.items() if "$" not in v})
+        settings = settings.model_copy(update={"log_file": "logs/funspeech.log"})
+        names.add(str(log_path(settings, "engine-cuda0")))
+    assert len(names) == 3, names
+    assert service_env(compose, "asr-engine-cpu")["LOG_INSTANCE"] == "hostname"
 
 
 def test_funspeech_services_mount_data_logs_voices(compose: dict) -> None:
@@ -292,7 +380,6 @@ def conf_copy(tmp: Path, port: int = 4222, http_port: int = 8222) -> Path:
         (r'(?m)^(\s*store_dir:\s*)"/data"', rf'\g<1>"{tmp / "store"}"'),
         (r"(?m)^port: 4222$", f"port: {port}"),
         (r"(?m)^http_port: 8222$", f"http_port: {http_port}"),
-        (r"(?m)^host: 0\.0\.0\.0$", "host: 127.0.0.1"),
     ]
     for pattern, repl in replacements:
         text, n = re.subn(pattern, repl, text)
@@ -350,15 +437,79 @@ def test_nats_conf_runs_with_the_intended_limits(nats_from_conf: tuple[str, int]
     _, http_port = nats_from_conf
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/varz", timeout=5) as r:
         varz = json.load(r)
-    assert varz["max_payload"] >= 4 * MAX_PAYLOAD
-    assert varz["max_payload"] == 1024 * 1024
+    assert varz["max_payload"] >= 60 * 32000 + 4096  # a 60 s 16 kHz clip in one request
     assert varz["max_pending"] >= 16 * varz["max_payload"]
-    assert varz["ping_interval"] == 10 * 10**9 and varz["ping_max"] == 3
+    assert varz["ping_interval"] == 5 * 10**9 and varz["ping_max"] == 2  # lost peers in 10-15 s
     assert 0 < varz["write_deadline"] <= 10 * 10**9
     assert varz["server_name"]
     js = varz["jetstream"]["config"]
     assert js["store_dir"].endswith("store/jetstream"), js
     assert js["max_storage"] > js["max_memory"] > 0
+    # safe default on a bare host: clients and monitoring on loopback only
+    assert varz["host"] == "127.0.0.1" and varz["http_host"] == "127.0.0.1"
+
+
+def test_nats_conf_with_the_compose_override_listens_on_all_interfaces(tmp_path: Path) -> None:
+    """What the compose file adds (--addr 0.0.0.0) opens client port and monitoring to the
+    compose network."""
+    args = next(s["command"] for n, s in load_compose()["services"].items() if n == "nats")
+    port, http_port = free_port(), free_port()
+    conf = conf_copy(tmp_path, port, http_port)
+    proc = subprocess.Popen(
+        [nats_server_binary(), *[str(conf) if a.endswith(".conf") else a for a in args]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        varz = wait_varz(http_port, proc)
+        assert varz["host"] == "0.0.0.0" and varz["http_host"] == "0.0.0.0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_varz(http_port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    def varz() -> dict[str, Any] | None:
+        assert proc.poll() is None, "nats-server exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/varz", timeout=1) as r:
+                return dict(json.load(r))
+        except OSError:
+            return None
+
+    return wait_until(varz, 15, "no monitoring answer")
+
+
+def uncomment(text: str, first: str) -> str:
+    """The commented-out block of nats.conf that starts with `first`, uncommented."""
+    lines = text.splitlines()
+    start = lines.index(first)
+    block = []
+    for line in lines[start:]:
+        block.append(line[2:])
+        if line == "# }":
+            break
+    after = lines[start + len(block)]
+    if after.startswith("# system_account:"):
+        block.append(after[2:])
+    return "\n".join(block)
+
+
+@pytest.mark.parametrize("first", ["# authorization {", "# accounts {"])
+def test_documented_auth_blocks_are_valid(tmp_path: Path, first: str) -> None:
+    text = conf_copy(tmp_path).read_text(encoding="utf-8")
+    found = [i for i, line in enumerate(text.splitlines()) if line == first]
+    assert found, f"nats.conf has no {first!r} example"
+    for index in range(len(found)):  # every example of that kind (users, nkeys)
+        lines = text.splitlines()
+        head = lines[: found[index]]
+        block = uncomment("\n".join(lines[found[index] :]), first)
+        conf = tmp_path / f"auth-{index}.conf"
+        conf.write_text("\n".join(head) + "\n" + block + "\n", encoding="utf-8")
+        result = subprocess.run(
+            [nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True
+        )
+        assert result.returncode == 0, block + result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- Dockerfile, .dockerignore
@@ -398,14 +549,21 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
 def test_systemd_units() -> None:
     bridge = (ROOT / "deploy" / "funspeech-bridge@.service").read_text(encoding="utf-8")
     engine = (ROOT / "deploy" / "funspeech-engine@.service").read_text(encoding="utf-8")
+    tts = (ROOT / "deploy" / "funspeech-tts-engine@.service").read_text(encoding="utf-8")
     single = (ROOT / "deploy" / "funspeech.service").read_text(encoding="utf-8")
     assert re.search(r"(?m)^ExecStart=\S+/python -m bridge --worker %i$", bridge)
-    assert re.search(r"(?m)^ExecStart=\S+/python -m engines --device %i$", engine)
+    assert re.search(r"(?m)^ExecStart=\S+/python -m engines --task asr --device %i$", engine)
+    assert re.search(r"(?m)^ExecStart=\S+/python -m engines --task tts --device %i$", tts)
     assert re.search(r"(?m)^ExecStart=\S+/funspeech$", single)
     drain = Settings.model_fields["engine_drain_timeout"].default
-    stop = int(re.search(r"(?m)^TimeoutStopSec=(\d+)$", engine).group(1))
-    assert stop >= drain + 10
-    for unit in (bridge, engine, single):
+    for unit in (engine, tts):
+        assert int(re.search(r"(?m)^TimeoutStopSec=(\d+)$", unit).group(1)) >= drain + 10
+    bridge_stop = int(re.search(r"(?m)^TimeoutStopSec=(\d+)$", bridge).group(1))
+    launcher_stop = int(re.search(r"(?m)^TimeoutStopSec=(\d+)$", single).group(1))
+    bridge_drain = bridge_drain_timeout(Settings.model_validate({}))
+    assert launcher_stop >= bridge_drain + drain + 3 * 10, "bridges, engines, nats in turn"
+    assert bridge_stop >= bridge_drain + 10
+    for unit in (bridge, engine, tts, single):
         for section in ("[Unit]", "[Service]", "[Install]"):
             assert section in unit
         assert "EnvironmentFile=-/etc/funspeech/funspeech.env" in unit
@@ -484,17 +642,19 @@ async def test_engine_healthcheck(nats_from_conf: tuple[str, int]) -> None:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
     service = await micro.add_service(
         nc,
-        name=ASR_SERVICE,
+        name=SUBJECTS.service("asr"),
         version="1.0.0",
         metadata={"engine_id": f"{host}-cpu-{os.getpid()}", "backend": "test", "device": "cpu"},
     )
 
-    async def check(device: str) -> int:
+    async def check(device: str, task: str = "asr") -> int:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(ROOT / "deploy" / "healthcheck.py"),
             "engine",
             device,
+            "--task",
+            task,
             "--timeout",
             "1",
             cwd=ROOT,
@@ -506,6 +666,7 @@ async def test_engine_healthcheck(nats_from_conf: tuple[str, int]) -> None:
     try:
         assert await check("cpu") == 0
         assert await check("cuda:0") == 1, "another device's engine must not count"
+        assert await check("cpu", "tts") == 1, "another task's engine must not count"
     finally:
         await service.stop()
         await nc.close()

@@ -3,6 +3,8 @@ OpenAPI document / HTML reference that only a DEBUG bridge serves."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,10 @@ async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any
         return r.status, (await r.json() if is_json else None), text
 
 
-async def live_engines(nats_url: str) -> list[Any]:
+async def live_engines(nats_url: str, task: str | None = None) -> list[Any]:
     bus = await Bus.connect(nats_url)
     try:
-        return await bus.directory.wait_for(1, timeout=10)
+        return await bus.directory.wait_for(1, timeout=10, task=task)
     finally:
         await bus.close()
 
@@ -42,10 +44,23 @@ async def test_root(bridge: BridgeProcess) -> None:
     assert "docs" not in endpoints  # DEBUG is off
 
 
+async def health_and_engines(bridge: BridgeProcess, nats_url: str) -> tuple[int, Any, list]:
+    """/health and the engines a fresh directory knows, once they agree: other tests' engines
+    come and go on this shared bus, and a new directory hears each within a heartbeat."""
+    deadline = time.monotonic() + 10
+    while True:
+        every = await live_engines(nats_url)
+        status, body, _ = await get(f"{bridge.url}/health")
+        if body["engines"] == len(every) or time.monotonic() > deadline:
+            return status, body, every
+        await asyncio.sleep(0.5)
+
+
 async def test_health_endpoints_report_live_engines(bridge: BridgeProcess, nats_url: str) -> None:
-    engines = await live_engines(nats_url)
-    status, body, _ = await get(f"{bridge.url}/health")
-    assert status == 200 and body["nats_connected"] is True and body["engines"] == len(engines)
+    status, body, every = await health_and_engines(bridge, nats_url)
+    assert status == 200 and body["nats_connected"] is True and body["engines"] == len(every)
+    # TTS engines of other tests may share this bus: the ASR health lists the ASR ones
+    engines = [e for e in every if e.task == "asr"]
     status, body, _ = await get(f"{bridge.url}/stream/v1/asr/health")
     assert status == 200 and body["status"] == "healthy" and body["model_loaded"] is True
     assert body["loaded_models"] == sorted({m.id for e in engines for m in e.models})
@@ -63,7 +78,7 @@ async def test_health_endpoints_report_live_engines(bridge: BridgeProcess, nats_
 
 
 async def test_models_from_live_state(bridge: BridgeProcess, nats_url: str) -> None:
-    engines = await live_engines(nats_url)
+    engines = await live_engines(nats_url, "asr")  # not satisfied by another test's TTS engine
     live = {m.id: (e, m) for e in engines for m in e.models}
     status, body, _ = await get(f"{bridge.url}/stream/v1/asr/models")
     assert status == 200
@@ -90,7 +105,7 @@ def debug_bridge(
     nats_url: str, light_engine: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BridgeProcess]:
     logs = tmp_path_factory.mktemp("logs")
-    proc = BridgeProcess(nats_url, logs, DEBUG="true", APPTOKEN=TOKEN).start()
+    proc = BridgeProcess(nats_url, logs, DEBUG="true", APPTOKEN=TOKEN, HEALTH_TASKS="asr").start()
     yield proc
     proc.stop()
 
@@ -137,11 +152,17 @@ async def test_token_protects_health_and_models(debug_bridge: BridgeProcess) -> 
 
 
 async def test_without_engines(own_nats: str, tmp_path: Path) -> None:
-    """The bridge itself is up (200 on /health) but ASR is unhealthy and lists no model."""
+    """The bridge runs (liveness 200) but is not ready (503 degraded, with the reason); ASR is
+    unhealthy and lists no model."""
     proc = BridgeProcess(own_nats, tmp_path).start()
     try:
         status, body, _ = await get(f"{proc.url}/health")
-        assert status == 200 and body["engines"] == 0 and body["nats_connected"] is True
+        assert status == 503 and body["status"] == "degraded", body
+        assert body["reason"] == "No ASR or TTS engine is live"
+        assert body["engines"] == 0 and body["nats_connected"] is True
+        assert body["tasks"] == {"asr": 0, "tts": 0}
+        status, body, _ = await get(f"{proc.url}/health/live")
+        assert status == 200 and body["status"] == "alive"
         status, body, _ = await get(f"{proc.url}/stream/v1/asr/health")
         assert status == 200 and body["status"] == "unhealthy" and body["model_loaded"] is False
         status, body, _ = await get(f"{proc.url}/stream/v1/asr/models")

@@ -286,6 +286,18 @@ async def test_auth_refused(
     failed = await failure_of(f"{strict_bridge.ws_url}/ws/v1{query}", start, headers=headers)
     assert failed["status"] == 40000001, failed
     assert "ACCESS_DENIED" in failed["status_text"]
+    # the TaskFailed answers the client's Start: its task_id and namespace (issue 8 item 7)
+    assert (failed["task_id"], failed["namespace"]) == ("d" * 32, NS), failed
+
+
+async def test_refused_client_that_sends_nothing_still_hears_why(
+    strict_bridge: BridgeProcess,
+) -> None:
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    failed = await failure_of(f"{strict_bridge.ws_url}/ws/v1?token=wrong-token-000")
+    assert failed["status"] == 40000001 and failed["task_id"] == "", failed
+    assert loop.time() - opened <= 2.0 + 2.0  # the server waits 2 s for a first frame
 
 
 def test_auth_accepted_by_header_and_query(strict_bridge: BridgeProcess) -> None:
@@ -296,3 +308,88 @@ def test_auth_accepted_by_header_and_query(strict_bridge: BridgeProcess) -> None
     ):
         run = transcribe(url, pcm, token="secret-token-0123", appkey="my-appkey")
         assert run.names()[-1] == "TranscriptionCompleted", run.events
+
+
+# ---- idle: only audio counts, pings don't (issue 8 item 2)
+IDLE_S = 1.5  # strict_bridge's ASR_IDLE_TIMEOUT
+IDLE_BOUND_S = IDLE_S + 3.0
+
+
+async def pinged_failure(url: str, *sends: str) -> tuple[dict, float]:
+    """Send frames, then only ping every 0.4 s; the TaskFailed header and its delay."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, autoping=True) as ws:
+        for item in sends:
+            await ws.send_str(item)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+
+        async def ping() -> None:
+            while not ws.closed:
+                await ws.ping()
+                await asyncio.sleep(0.4)  # the client's ping cadence
+
+        pinger = asyncio.create_task(ping())
+        try:
+            async with asyncio.timeout(IDLE_BOUND_S):
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        header = json.loads(msg.data)["header"]
+                        if header["name"] == "TaskFailed":
+                            return header, loop.time() - sent
+        finally:
+            pinger.cancel()
+    pytest.fail("closed without TaskFailed")
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before-start", "after-start"])
+async def test_pings_do_not_keep_an_idle_session(
+    strict_bridge: BridgeProcess, started: bool
+) -> None:
+    url = f"{strict_bridge.ws_url}/ws/v1?token=secret-token-0123"
+    start = frame(NS, START, "e" * 32).replace("test-appkey", "my-appkey")
+    failed, after = await pinged_failure(url, *([start] if started else []))
+    assert failed["status"] == 40000004, failed
+    assert IDLE_S - 0.2 <= after <= IDLE_BOUND_S, after
+
+
+def test_sdk_pings_do_not_keep_an_idle_session(strict_bridge: BridgeProcess) -> None:
+    """The official SDK pings every second (ping_interval=1) and sends no audio."""
+    import nls
+
+    run = SdkRun()
+    tr = nls.NlsSpeechTranscriber(
+        url=f"{strict_bridge.ws_url}/ws/v1",
+        token="secret-token-0123",
+        appkey="my-appkey",
+        on_start=run.on,
+        on_error=run.on,
+        on_close=run.on_close,
+    )
+    tr.start(timeout=10, ping_interval=1)
+    assert run.closed.wait(IDLE_BOUND_S), run.events
+    failure = run.failure()
+    assert failure is not None and failure["status"] == 40000004, run.events
+    tr.shutdown()
+
+
+async def test_start_and_control_read_values_alike(bridge: BridgeProcess) -> None:
+    """Numbers as strings and "" for false, in Start and in ControlTranscriber alike."""
+    task_id = uuid.uuid4().hex
+    start = {"max_sentence_silence": "800", "sample_rate": "16000", "enable_words": ""}
+    control = {"max_sentence_silence": "2000", "enable_intermediate_result": "false"}
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{bridge.ws_url}/ws/v1") as ws:
+        await ws.send_str(frame(NS, START, task_id, start))
+        started = json.loads((await ws.receive(timeout=10)).data)["header"]
+        assert started["name"] == "TranscriptionStarted", started
+        await ws.send_str(frame(NS, "ControlTranscriber", task_id, control))
+        await ws.send_bytes(read_pcm("en_fox.wav"))
+        await ws.send_str(frame(NS, "StopTranscription", task_id))
+        events = []
+        async with asyncio.timeout(60):
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    events.append(json.loads(msg.data))
+    names = [e["header"]["name"] for e in events]
+    assert names[-1] == "TranscriptionCompleted", events[-1]
+    ends = [e["payload"] for e in events if e["header"]["name"] == "SentenceEnd"]
+    assert ends and all("words" not in end for end in ends), ends
