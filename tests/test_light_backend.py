@@ -203,6 +203,36 @@ async def test_stream_two_sentences_paced(backend: LightAsrBackend) -> None:
 
 
 @pytest.mark.asyncio
+async def test_partial_finishing_after_the_end_point_is_kept(
+    backend: LightAsrBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow machine: the partial started mid-sentence is done only after the VAD end point.
+    It still goes out (before the end) while the final is pending, instead of being dropped."""
+    final_asked, partial_done = asyncio.Event(), asyncio.Event()
+    real = backend.decode
+
+    async def slow_partials(model: Any, pcm: Any, kw: Any, final: bool, gate: bool = False) -> Any:
+        if final:  # the end point is reached: the final starts once the partial is back
+            final_asked.set()
+            await asyncio.wait_for(partial_done.wait(), 60)
+            return await real(model, pcm, kw, final, gate)
+        result = await real(model, pcm, kw, final, gate)
+        await asyncio.wait_for(final_asked.wait(), 60)
+        partial_done.set()
+        return result
+
+    monkeypatch.setattr(backend, "decode", slow_partials)
+    events: list[AsrEvent] = []
+    stream = backend.open_stream(AsrParams(language="en"), events.append)
+    await feed_all(stream, np.concatenate((audio("en_fox.wav"), np.zeros(16000, np.float32))))
+    await stream.finish()
+    (end,) = check_events(events)
+    partials = [e for e in events if e.type == "partial"]
+    assert partials and partials[-1].time_ms >= 1000, events
+    assert wer(CLIPS["en_fox.wav"]["text"], end.text) <= WER_MAX, end.text
+
+
+@pytest.mark.asyncio
 async def test_stream_words_inside_sentence(backend: LightAsrBackend) -> None:
     events: list[AsrEvent] = []
     opts = AsrParams(language="en", enable_words=True, enable_intermediate_result=False)

@@ -43,6 +43,7 @@ class _Sentence:
     end: int = 0  # end of the last voiced frame
     index: int = 0  # set when "begin" is emitted
     text: str = ""  # last partial
+    ended: bool = False  # its end was emitted (or decided empty): no partial after it
 
 
 class LightStream(StreamingAsr):
@@ -102,13 +103,13 @@ class LightStream(StreamingAsr):
             if self._open is not None:  # stopped inside speech: decode the tail too
                 end = self._vad.last_voiced_end
                 self._close(end, self._buf.end - end)
-        if self._partial is not None:
-            self._partial.cancel()
         if self._vad.gated_frames and self._b.config.nearfield_filter_log:
             quiet_s = self._vad.gated_frames * self._vad.frame_ms / 1000
             log.info("light ASR: near-field filter ignored %.1f s of quiet sound", quiet_s)
-        if self._finals:
+        if self._finals:  # a running partial may still go out before its sentence's end
             await asyncio.wait(set(self._finals))
+        if self._partial is not None:
+            self._partial.cancel()
         self._prune()
 
     def close(self) -> None:
@@ -158,8 +159,10 @@ class LightStream(StreamingAsr):
             log.exception("light ASR: partial decode failed")
             return
         text = polish("".join(s.text for s in segments), self._opts, self._script)
-        if not text or self._closed or self._done or sent is not self._open:
-            return  # stale: the sentence ended meanwhile, its final follows
+        if not text or self._closed or self._done or sent.ended:
+            return
+        # A sentence closed meanwhile still gets this partial while its final is pending: on a
+        # loaded engine a partial started mid-sentence often finishes after the VAD end point.
         sent.text = text
         self._begin(sent)
         self._emit(
@@ -182,6 +185,7 @@ class LightStream(StreamingAsr):
             log.exception("light ASR: final decode failed")
         if prev is not None:
             await asyncio.wait({prev})  # ends go out in sentence order
+        sent.ended = True
         text = polish("".join(s.text for s in segments), self._opts, self._script) or sent.text
         if not text or self._closed or self._done:
             return
