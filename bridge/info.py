@@ -126,19 +126,22 @@ def engine_mode(engines: list[EngineInfo]) -> str:
     return ",".join(sorted({e.mode for e in engines}))
 
 
-def health_status(connected: bool, engines: list[EngineInfo]) -> tuple[str, str]:
+def health_status(
+    connected: bool, engines: list[EngineInfo], label: str = "ASR"
+) -> tuple[str, str]:
+    """Status and message of a task's service from its live engines (label: "ASR" or "TTS")."""
     if not connected:
         return "unhealthy", "The bridge is not connected to NATS"
     if not engines:
-        return "unhealthy", "No ASR engine is running"
+        return "unhealthy", f"No {label} engine is running"
     serving = [e for e in engines if not e.draining]
     if not serving:
-        return "degraded", "Every ASR engine is draining"
+        return "degraded", f"Every {label} engine is draining"
     if all(e.active >= e.capacity for e in serving):
-        return "degraded", "Every ASR engine is at capacity"
+        return "degraded", f"Every {label} engine is at capacity"
     if len(serving) < len(engines):
-        return "degraded", "Some ASR engines are draining"
-    return "healthy", "ASR service is running normally"
+        return "degraded", f"Some {label} engines are draining"
+    return "healthy", f"{label} service is running normally"
 
 
 async def asr_health(request: web.Request) -> web.Response:

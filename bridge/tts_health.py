@@ -10,26 +10,11 @@ from pydantic import BaseModel
 
 from bridge.envelope import dumps
 from bridge.errors import NlsError
-from bridge.info import VERSION
+from bridge.info import VERSION, health_status
 from bridge.keys import BUS
 from bridge.routes import RouteSpec, json_answer, register
 from bridge.voices_api import DENIED, VOICES, can_clone, denied, envelope_answers, presets
 from bus.schemas import EngineInfo
-
-
-def health_status(connected: bool, engines: list[EngineInfo]) -> tuple[str, str]:
-    if not connected:
-        return "unhealthy", "The bridge is not connected to NATS"
-    if not engines:
-        return "unhealthy", "No TTS engine is running"
-    serving = [e for e in engines if not e.draining]
-    if not serving:
-        return "degraded", "Every TTS engine is draining"
-    if all(e.active >= e.capacity for e in serving):
-        return "degraded", "Every TTS engine is at capacity"
-    if len(serving) < len(engines):
-        return "degraded", "Some TTS engines are draining"
-    return "healthy", "TTS service is running normally"
 
 
 def engine_state(e: EngineInfo) -> dict[str, Any]:
@@ -56,7 +41,7 @@ async def tts_health(request: web.Request) -> web.Response:
         return refused
     bus = request.app[BUS]
     engines = bus.directory.engines("tts")
-    status, message = health_status(bus.nc.is_connected, engines)
+    status, message = health_status(bus.nc.is_connected, engines, "TTS")
     try:
         await request.app[VOICES].store(bus)
         store = "ok"
