@@ -28,14 +28,13 @@ from bus.schemas import (
     Recognition,
     decode,
     encode,
-    is_json,
     params_from_headers,
 )
-from bus.subjects import ENCODING_HEADER, TRACE_HEADER
+from bus.subjects import TRACE_HEADER
 from bus.text import join_texts
 from engines.asr.base import SAMPLE_RATE, AsrBackend, StreamingAsr
 from engines.audio_in import Inbox, PcmDecoder, decode_request
-from engines.server import Engine, EngineSession, endpoint_name
+from engines.server import Engine, EngineSession, endpoint_name, wants_json
 
 log = logging.getLogger("funspeech.engine")
 
@@ -148,6 +147,7 @@ class AsrSession(EngineSession):
 
 class AsrEngine(Engine):
     task = "asr"
+    open_schema = AsrOpen
 
     def __init__(self, backend: AsrBackend, *, capacity: int = 0, mode: str = "", **kw: Any):
         super().__init__(capacity=capacity or backend.capacity, **kw)
@@ -179,16 +179,6 @@ class AsrEngine(Engine):
         )
 
     # ---- sessions
-    async def _on_open(self, req: Request) -> None:
-        json = is_json(req.data) or _wants_json(req)
-        try:
-            request = decode(AsrOpen, req.data)
-        except ValueError as exc:
-            reply = OpenReply(ok=False, code=codes.INVALID_MESSAGE, message=f"Bad open: {exc}")
-        else:
-            reply = self._open(request, json)
-        await req.respond(encode(reply, json))
-
     def _open(self, request: AsrOpen, json: bool) -> OpenReply:
         if not self.has_room():
             return OpenReply(ok=False, code=codes.TOO_MANY_REQUESTS, message="engine at capacity")
@@ -235,7 +225,7 @@ class AsrEngine(Engine):
     # ---- one-shot
     async def _on_recognize(self, req: Request) -> None:
         """Answered by a task of its own: the subscription keeps serving meanwhile."""
-        json = _wants_json(req)
+        json = wants_json(req)
         if not self.has_room():
             busy = Recognition(ok=False, code=codes.TOO_MANY_REQUESTS, message="engine at capacity")
             await req.respond(encode(busy, json))
@@ -277,7 +267,3 @@ class AsrEngine(Engine):
             duration_ms=audio.size * 1000 // SAMPLE_RATE,
             segments=segments,
         )
-
-
-def _wants_json(req: Request) -> bool:
-    return (req.headers or {}).get(ENCODING_HEADER, "").lower() == "json"

@@ -25,12 +25,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import Service
+from pydantic import BaseModel
 
 from bus import codes, context
 from bus.connect import connect
 from bus.observer import stamp
-from bus.schemas import EngineInfo, encode
-from bus.subjects import HEARTBEAT_S, Subjects, Task
+from bus.schemas import EngineInfo, OpenReply, decode, encode, is_json
+from bus.subjects import ENCODING_HEADER, HEARTBEAT_S, Subjects, Task
 from engines.metrics import EngineMetrics
 
 log = logging.getLogger("funspeech.engine")
@@ -126,6 +127,7 @@ class EngineSession(abc.ABC):
 
 class Engine(abc.ABC):
     task: Task
+    open_schema: type[BaseModel]  # the task's session open request (AsrOpen, TtsOpen)
 
     def __init__(
         self,
@@ -170,8 +172,23 @@ class Engine(abc.ABC):
     async def on_session_msg(self, msg: Msg) -> None:
         """A message on the engine's session wildcard."""
 
+    @abc.abstractmethod
+    def _open(self, request: Any, json: bool) -> OpenReply:
+        """Start a session for a decoded open request, or say why not."""
+
     def close_backend(self) -> None:  # noqa: B027 - optional hook
         """Release the backend after the last session."""
+
+    async def _on_open(self, req: Request) -> None:
+        """A session open, on the entry subject or the engine's own: decode, open, reply."""
+        json = is_json(req.data) or wants_json(req)
+        try:
+            request = decode(self.open_schema, req.data)
+        except ValueError as exc:
+            reply = OpenReply(ok=False, code=codes.INVALID_MESSAGE, message=f"Bad open: {exc}")
+        else:
+            reply = self._open(request, json)
+        await req.respond(encode(reply, json))
 
     # ---- capacity
     @property
@@ -403,3 +420,8 @@ class Engine(abc.ABC):
 
 async def _pong(req: Request) -> None:
     await req.respond(b"")
+
+
+def wants_json(req: Request) -> bool:
+    """The requester asked for JSON answers in the encoding header (msgpack otherwise)."""
+    return (req.headers or {}).get(ENCODING_HEADER, "").lower() == "json"

@@ -42,10 +42,10 @@ from bus.schemas import (
     encode,
     is_json,
 )
-from bus.subjects import ENCODING_HEADER, EVENT_HEADER, MAX_PAYLOAD, TRACE_HEADER
+from bus.subjects import EVENT_HEADER, MAX_PAYLOAD, TRACE_HEADER
 from bus.voices import VoiceStore, VoiceStoreError, resolve_voice
 from engines.audio_in import Inbox
-from engines.server import Engine, EngineSession
+from engines.server import Engine, EngineSession, wants_json
 from engines.tts.base import PromptVoice, SynthesisOptions, TtsBackend
 from engines.tts.encode import make_encoder
 from engines.tts.post import PostProcessor, nls_speed, openai_speed
@@ -217,6 +217,7 @@ class FlowingSession(EngineSession):
 
 class TtsEngine(Engine):
     task = "tts"
+    open_schema = TtsOpen
 
     def __init__(
         self,
@@ -335,7 +336,7 @@ class TtsEngine(Engine):
 
     # ---- one-shot
     async def _on_synthesize(self, req: Request) -> None:
-        json = is_json(req.data) or _wants_json(req)
+        json = is_json(req.data) or wants_json(req)
         reply = (
             req._msg.reply
         )  # nats.py's Request keeps the message private; we stream to its inbox
@@ -401,16 +402,6 @@ class TtsEngine(Engine):
         self.send_to(subject, "error", encode(event, json))
 
     # ---- flowing sessions
-    async def _on_open(self, req: Request) -> None:
-        json = is_json(req.data) or _wants_json(req)
-        try:
-            request = decode(TtsOpen, req.data)
-        except ValueError as exc:
-            reply = OpenReply(ok=False, code=codes.INVALID_MESSAGE, message=f"Bad open: {exc}")
-        else:
-            reply = self._open(request, json)
-        await req.respond(encode(reply, json))
-
     def _open(self, request: TtsOpen, json: bool) -> OpenReply:
         if not self.has_room():
             return OpenReply(ok=False, code=codes.TOO_MANY_REQUESTS, message="engine at capacity")
@@ -436,7 +427,3 @@ class TtsEngine(Engine):
 def _read_wav(data: bytes) -> tuple[np.ndarray, int]:
     audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return audio.mean(axis=1), int(rate)
-
-
-def _wants_json(req: Request) -> bool:
-    return (req.headers or {}).get(ENCODING_HEADER, "").lower() == "json"

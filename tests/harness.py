@@ -22,6 +22,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
+from nats.aio.client import Client
+
 from funspeech.procs import (
     NATS_READY,
     Tail,
@@ -459,3 +462,21 @@ class LauncherProcess(Proc):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
+
+
+async def check_malformed_opens(nc: Client, subject: str) -> None:
+    """A plain client's bad open requests on an entry subject (broken JSON, a JSON object without
+    events_subject, bytes that are no msgpack): 40000002 naming the reason, as JSON when sent as
+    JSON or asked for in the header, msgpack otherwise; then a good open works (and is aborted)."""
+    asked = {"Fs-Encoding": "json"}
+    for body, headers in ((b'{"session_id": 5', None), (b"{}", None), (b"\xc1", asked)):
+        answer = json.loads((await nc.request(subject, body, 5, headers=headers)).data)
+        assert answer["ok"] is False and answer["code"] == 40000002, answer
+        assert answer["message"].startswith("Bad open:"), answer
+        assert body != b"{}" or "events_subject" in answer["message"], answer
+    reply = await nc.request(subject, b"\xc1", timeout=5)
+    assert msgpack.unpackb(reply.data)["code"] == 40000002
+    good = json.dumps({"events_subject": nc.new_inbox()}).encode()
+    opened = json.loads((await nc.request(subject, good, timeout=5)).data)
+    assert opened["ok"] is True and opened["session_id"], opened
+    await nc.publish(opened["control_subject"], json.dumps({"op": "abort"}).encode())

@@ -19,6 +19,7 @@ from bus.schemas import AsrParams
 from bus.subjects import DEFAULT as SUBJECTS
 from bus.subjects import MAX_PAYLOAD
 from tests.conftest import DATA, ROOT, EngineProcess
+from tests.harness import check_malformed_opens
 from tests.nls_client import clip, read_pcm, silence
 from tests.textmetrics import wer
 
@@ -285,3 +286,7 @@ def test_wav_body_on_the_recognize_subject(nats_url: str, light_engine: EnginePr
     reply = asyncio.run(run())
     assert "fox" in reply["text"].lower(), reply
     assert abs(reply["duration_ms"] - seconds * 1000) < 50
+
+
+async def test_malformed_open_is_refused_and_the_engine_serves_on(bus: Bus) -> None:
+    await check_malformed_opens(bus.nc, SUBJECTS.entry("asr", "open"))

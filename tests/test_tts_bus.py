@@ -19,7 +19,7 @@ from bus.client import Bus, BusError, TtsMessage
 from bus.schemas import AsrParams, TtsParams
 from bus.subjects import DEFAULT as SUBJECTS
 from bus.voices import VoiceStore
-from tests.harness import EngineProcess
+from tests.harness import EngineProcess, check_malformed_opens
 from tests.textmetrics import cer, wer
 
 EN = "The quick brown fox jumps over the lazy dog. It was a sunny day by the river."
@@ -236,3 +236,7 @@ async def test_full_engine_and_lost_engine(own_nats: str, tmp_path: Path) -> Non
         for engine in engines:
             engine.kill()
         await asyncio.sleep(0)
+
+
+async def test_malformed_open_is_refused_and_the_engine_serves_on(bus: Bus) -> None:
+    await check_malformed_opens(bus.nc, SUBJECTS.entry("tts", "open"))
