@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -211,12 +212,12 @@ async def test_partial_finishing_after_the_end_point_is_kept(
     final_asked, partial_done = asyncio.Event(), asyncio.Event()
     real = backend.decode
 
-    async def slow_partials(model: Any, pcm: Any, kw: Any, final: bool, gate: bool = False) -> Any:
+    async def slow_partials(model: Any, pcm: Any, kw: Any, final: bool, **more: Any) -> Any:
         if final:  # the end point is reached: the final starts once the partial is back
             final_asked.set()
             await asyncio.wait_for(partial_done.wait(), 60)
-            return await real(model, pcm, kw, final, gate)
-        result = await real(model, pcm, kw, final, gate)
+            return await real(model, pcm, kw, final, **more)
+        result = await real(model, pcm, kw, final, **more)
         await asyncio.wait_for(final_asked.wait(), 60)
         partial_done.set()
         return result
@@ -230,6 +231,32 @@ async def test_partial_finishing_after_the_end_point_is_kept(
     partials = [e for e in events if e.type == "partial"]
     assert partials and partials[-1].time_ms >= 1000, events
     assert wer(CLIPS["en_fox.wav"]["text"], end.text) <= WER_MAX, end.text
+
+
+@pytest.mark.asyncio
+async def test_stop_drops_a_partial_still_waiting_for_a_slot(backend: LightAsrBackend) -> None:
+    """Both decode slots busy: the stream's partial and then its final wait. At Stop the
+    partial is dropped before it gets a slot (it would only slow the final); the final runs."""
+    hold = threading.Event()
+    sched = backend.scheduler
+    blockers = [asyncio.ensure_future(sched.run(hold.wait, 60, final=True)) for _ in range(2)]
+    while sched.busy < sched.slots:
+        await asyncio.sleep(0.01)
+    partials_before = sched.counts["partials"]
+    events: list[AsrEvent] = []
+    stream = backend.open_stream(AsrParams(language="en"), events.append)
+    await feed_all(stream, np.concatenate((audio("en_fox.wav"), np.zeros(16000, np.float32))))
+    assert sched.queued == 2  # the partial and the final
+    finishing = asyncio.ensure_future(stream.finish())
+    for _ in range(200):  # Stop takes the partial out of the queue at once
+        if sched.queued == 1:
+            break
+        await asyncio.sleep(0.01)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(*blockers, finishing), 120)
+    (end,) = check_events(events)
+    assert wer(CLIPS["en_fox.wav"]["text"], end.text) <= WER_MAX, end.text
+    assert sched.counts["partials"] == partials_before and sched.queued == 0
 
 
 @pytest.mark.asyncio

@@ -33,6 +33,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -158,10 +159,11 @@ class LightAsrBackend(AsrBackend):
         kw: dict[str, Any],
         final: bool,
         gate: bool = False,
+        on_start: Callable[[], None] | None = None,
     ) -> list[Any]:
         one_window = kw["without_timestamps"]
         job = (transcribe_sync, model.whisper, audio, kw, one_window, gate)
-        run = self.scheduler.run(*job, final=final)
+        run = self.scheduler.run(*job, final=final, on_start=on_start)
         segments: list[Any] = await run
         return segments
 

@@ -28,8 +28,17 @@ class DecodeScheduler:
     def queued(self) -> int:
         return len(self._finals) + len(self._partials)
 
-    async def run(self, fn: Callable[..., Any], *args: Any, final: bool) -> Any:
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        final: bool,
+        on_start: Callable[[], None] | None = None,
+    ) -> Any:
+        """`fn(*args)` in a slot; `on_start` is called when the slot is taken."""
         await self._acquire(final)
+        if on_start is not None:
+            on_start()
         job = asyncio.ensure_future(self.backend.run_blocking(fn, *args))
         job.add_done_callback(lambda _: self._release())  # a slot frees when the work ends
         kind = "finals" if final else "partials"

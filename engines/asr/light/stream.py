@@ -60,6 +60,7 @@ class LightStream(StreamingAsr):
         self._index = 0
         self._last_partial = 0
         self._partial: asyncio.Task[None] | None = None
+        self._partial_started = False  # it holds a decode slot (else it waits for one)
         self._finals: deque[asyncio.Task[None]] = deque()
         self._done = False  # single_sentence: the first end was emitted
         self._closed = False
@@ -103,6 +104,8 @@ class LightStream(StreamingAsr):
             if self._open is not None:  # stopped inside speech: decode the tail too
                 end = self._vad.last_voiced_end
                 self._close(end, self._buf.end - end)
+        if self._partial is not None and not self._partial_started:
+            self._partial.cancel()  # still waiting for a slot: it would only slow the finals
         if self._vad.gated_frames and self._b.config.nearfield_filter_log:
             quiet_s = self._vad.gated_frames * self._vad.frame_ms / 1000
             log.info("light ASR: near-field filter ignored %.1f s of quiet sound", quiet_s)
@@ -150,11 +153,14 @@ class LightStream(StreamingAsr):
             sched.counts["partials_skipped"] += 1
             return
         audio = self._buf.slice(sent.start - sent.pre, pos)
+        self._partial_started = False
         self._partial = asyncio.ensure_future(self._run_partial(sent, audio, pos))
 
     async def _run_partial(self, sent: _Sentence, audio: np.ndarray, pos: int) -> None:
         try:
-            segments = await self._b.decode(self._partial_model, audio, self._kw_partial, False)
+            segments = await self._b.decode(
+                self._partial_model, audio, self._kw_partial, False, on_start=self._slot_taken
+            )
         except Exception:
             log.exception("light ASR: partial decode failed")
             return
@@ -174,6 +180,9 @@ class LightStream(StreamingAsr):
                 text=text,
             )
         )
+
+    def _slot_taken(self) -> None:
+        self._partial_started = True
 
     async def _final(
         self, sent: _Sentence, audio: np.ndarray, offset: int, prev: asyncio.Task[None] | None
